@@ -1,0 +1,33 @@
+# streamrec: every target installs what it needs (idempotent, cached).
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
+
+.PHONY: venv demo test test-fast kafka-start kafka-stop kafka-status prometheus-start prometheus-stop clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[train,dev]"
+	@rm -f $(VENV)/.installed-*; touch $@
+
+demo: venv
+	$(VENV)/bin/streamrec demo
+
+test: venv
+	bash deploy/local/kafka.sh start
+	$(PY) -m pytest tests
+
+kafka-start:
+	bash deploy/local/kafka.sh start
+kafka-stop:
+	bash deploy/local/kafka.sh stop
+kafka-status:
+	bash deploy/local/kafka.sh status
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,1 @@
+"""serving: model artifacts and batched onnxruntime inference (no torch, no faust)."""

@@ -1,0 +1,1 @@
+"""streams: the Faust side of streamrec (topic contracts, sequence table, agent, CLI)."""

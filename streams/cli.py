@@ -1,0 +1,135 @@
+"""The `streamrec` command: worker, demo, simulate, produce, consume, bench; train/evaluate/export go to encoders."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from streams.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+TRAINING_COMMANDS = ("train", "evaluate", "export")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="streamrec",
+        description="Real-time sequence-aware recommendations on Kafka. Settings come from STREAMREC_* "
+                    "environment variables (see README). Training commands: "
+                    + ", ".join(TRAINING_COMMANDS) + " (need the `train` extra; `streamrec train --help`).",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("worker", help="run the Faust worker: events -> recommendations")
+
+    demo = sub.add_parser("demo", help="local Kafka + simulated data + trained model + worker + replay, then report")
+    demo.add_argument("--users", type=int, default=400)
+    demo.add_argument("--items", type=int, default=300)
+    demo.add_argument("--replay", type=int, default=3000, help="events replayed through the worker")
+    demo.add_argument("--rate", type=float, default=1000.0, help="replay rate, events/s")
+    demo.add_argument("--workdir", type=Path, default=Path("var/demo"))
+
+    sim = sub.add_parser("simulate", help="write a synthetic event log (events.jsonl, items.jsonl)")
+    sim.add_argument("--out", type=Path, required=True)
+    sim.add_argument("--users", type=int, default=400)
+    sim.add_argument("--items", type=int, default=300)
+    sim.add_argument("--events-per-user", type=int, default=40)
+    sim.add_argument("--seed", type=int, default=7)
+
+    prod = sub.add_parser("produce", help="replay an event file into Kafka (JSONL, SASRec `user item`, ratings.dat)")
+    prod.add_argument("file", type=Path)
+    prod.add_argument("--format", choices=("auto", "jsonl", "sasrec", "ratings"), default="auto")
+    prod.add_argument("--rate", type=float, default=0.0, help="events/s, 0 = as fast as possible")
+    prod.add_argument("--limit", type=int, default=None)
+    prod.add_argument("--keep-ts", action="store_true", help="keep the file's ts instead of the send time")
+    prod.add_argument("--topic", default=None, help="default: STREAMREC_EVENTS_TOPIC")
+
+    cons = sub.add_parser("consume", help="print recommendation records as JSON lines")
+    cons.add_argument("--topic", default=None, help="default: STREAMREC_RECOMMENDATIONS_TOPIC")
+    cons.add_argument("--from-beginning", action="store_true")
+    cons.add_argument("--limit", type=int, default=None)
+    cons.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
+
+    bench = sub.add_parser("bench", help="throughput and latency: per-event vs micro-batched, and engine-only")
+    bench.add_argument("--events", type=int, default=5000)
+    bench.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    bench.add_argument("--workdir", type=Path, default=Path("var/bench"))
+    bench.add_argument("--engine-only", action="store_true")
+    return parser
+
+
+def _settings() -> Settings:
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = "; ".join(f"STREAMREC_{'_'.join(map(str, e['loc'])).upper()}: {e['msg']}" for e in exc.errors())
+        raise SystemExit(f"streamrec: bad setting: {problems}") from None
+
+
+def _run(args: argparse.Namespace) -> int:
+    settings = _settings()
+    if args.command == "worker":
+        from streams.app import run_worker
+
+        return run_worker(settings)
+    if args.command == "simulate":
+        from streams.simulate import simulate, write_dataset
+
+        events, items = simulate(args.users, args.items, args.events_per_user, args.seed)
+        events_path, items_path = write_dataset(args.out, events, items)
+        print(f"wrote {len(events)} events to {events_path} and {len(items)} items to {items_path}")
+        return 0
+    if args.command == "produce":
+        from streams.produce import count_lines, produce, read_events
+
+        sent = produce(settings.kafka_bootstrap, args.topic or settings.events_topic,
+                       read_events(args.file, args.format), rate=args.rate, limit=args.limit,
+                       restamp=not args.keep_ts, total=count_lines(args.file))
+        print(f"sent {sent} events")
+        return 0
+    if args.command == "consume":
+        from streams.consume import records
+
+        for record in records(settings.kafka_bootstrap, args.topic or settings.recommendations_topic,
+                              args.from_beginning, args.timeout, args.limit):
+            print(json.dumps(record), flush=True)
+        return 0
+    if args.command == "demo":
+        from streams.demo import run_demo
+
+        return run_demo(settings, args)
+    if args.command == "bench":
+        from streams.bench import run_bench
+
+        return run_bench(settings, args)
+    raise AssertionError(args.command)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `streamrec` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in TRAINING_COMMANDS:
+        try:
+            from encoders.cli import main as training_main
+        except ImportError as exc:
+            raise SystemExit(f"streamrec {argv[0]} needs the training extra: pip install 'streamrec[train]' ({exc})")
+        return training_main(argv)
+    args = _parser().parse_args(argv)
+    level = _settings().log_level.upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from serving.artifact import ArtifactError
+    from streams.kafka_admin import KafkaUnavailable
+
+    try:
+        return _run(args)
+    except (ArtifactError, KafkaUnavailable, FileNotFoundError) as exc:
+        print(f"streamrec {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130

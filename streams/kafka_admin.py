@@ -1,0 +1,69 @@
+"""Kafka housekeeping with kafka-python: reachability and topic creation."""
+
+from __future__ import annotations
+
+import logging
+import time
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+logger = logging.getLogger(__name__)
+
+
+class KafkaUnavailable(RuntimeError):
+    """No broker answers at the bootstrap address."""
+
+
+def admin_client(bootstrap: str, timeout: float = 10.0) -> KafkaAdminClient:
+    """An admin client, or KafkaUnavailable with a sentence saying what to do."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return KafkaAdminClient(bootstrap_servers=bootstrap.split(","), request_timeout_ms=10_000,
+                                    client_id="streamrec-admin")
+        except KafkaError as exc:
+            if time.monotonic() > deadline:
+                raise KafkaUnavailable(
+                    f"cannot reach Kafka at {bootstrap} ({exc.__class__.__name__}): start a local broker with "
+                    "`make kafka-start` or set STREAMREC_KAFKA_BOOTSTRAP to your cluster"
+                ) from None
+            time.sleep(0.5)
+
+
+def kafka_answers(bootstrap: str, timeout: float = 3.0) -> bool:
+    """True when a broker answers at ``bootstrap`` within ``timeout`` seconds."""
+    try:
+        admin_client(bootstrap, timeout).close()
+    except KafkaUnavailable:
+        return False
+    return True
+
+
+def ensure_topics(bootstrap: str, partitions: dict[str, int], replication_factor: int = 1) -> None:
+    """Create missing topics; refuse an existing topic whose partition count differs.
+
+    Raises:
+        KafkaUnavailable: no broker.
+        RuntimeError: a topic exists with another partition count (tables must be co-partitioned).
+    """
+    admin = admin_client(bootstrap)
+    try:
+        existing = set(admin.list_topics())
+        missing = [NewTopic(name, count, replication_factor) for name, count in partitions.items() if name not in existing]
+        if missing:
+            try:
+                admin.create_topics(missing)
+                logger.info("created topics %s", ", ".join(t.name for t in missing))
+            except TopicAlreadyExistsError:
+                pass
+        for meta in admin.describe_topics([n for n in partitions if n in existing]):
+            have, want = len(meta["partitions"]), partitions[meta["topic"]]
+            if have != want:
+                raise RuntimeError(
+                    f"topic {meta['topic']!r} has {have} partitions but STREAMREC_PARTITIONS is {want}: "
+                    f"set STREAMREC_PARTITIONS={have} (the sequence table must match the events topic)"
+                )
+    finally:
+        admin.close()

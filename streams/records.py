@@ -1,0 +1,178 @@
+"""Topic contracts: parsing events, building recommendation and dead-letter records."""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Sequence
+
+# Reasons an event is sent to the dead-letter topic (a bounded set: they label a metric).
+OVERSIZED = "oversized"
+NOT_JSON = "not_json"
+NOT_OBJECT = "not_object"
+MISSING_FIELD = "missing_field"
+BAD_FIELD = "bad_field"
+UNKNOWN_EVENT_TYPE = "unknown_event_type"
+BAD_KEY = "bad_key"
+REASONS = (OVERSIZED, NOT_JSON, NOT_OBJECT, MISSING_FIELD, BAD_FIELD, UNKNOWN_EVENT_TYPE, BAD_KEY)
+
+MAX_ID_CHARS = 256
+
+
+class InvalidEvent(ValueError):
+    """An event that breaks the `events` contract; ``reason`` is one of REASONS."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One valid user event (the `events` topic contract)."""
+
+    user_id: str
+    item_id: str
+    event_type: str
+    ts: float
+    scenario: str | None = None
+    event_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ScoredItem:
+    """One recommended item: external id, model score, history item that supports it."""
+
+    item_id: str
+    score: float
+    because: str | None = None
+
+
+def _ident(payload: dict[str, Any], field: str, required: bool) -> str | None:
+    if field not in payload or payload[field] is None:
+        if required:
+            raise InvalidEvent(MISSING_FIELD, f"'{field}' is required")
+        return None
+    value = payload[field]
+    if isinstance(value, bool) or not isinstance(value, (str, int)):
+        raise InvalidEvent(BAD_FIELD, f"'{field}' must be a string or an integer, got {type(value).__name__}")
+    text = str(value).strip()
+    if not text:
+        raise InvalidEvent(BAD_FIELD, f"'{field}' must not be empty")
+    if len(text) > MAX_ID_CHARS:
+        raise InvalidEvent(BAD_FIELD, f"'{field}' is longer than {MAX_ID_CHARS} characters")
+    return text
+
+
+def parse_ts(value: Any) -> float:
+    """Epoch seconds (int/float) or an ISO-8601 string to epoch seconds.
+
+    Raises:
+        InvalidEvent: for anything else, or a non-finite or negative number.
+    """
+    if isinstance(value, bool):
+        raise InvalidEvent(BAD_FIELD, "'ts' must be epoch seconds or ISO-8601, got a boolean")
+    if isinstance(value, (int, float)):
+        ts = float(value)
+        if not math.isfinite(ts) or ts < 0:
+            raise InvalidEvent(BAD_FIELD, f"'ts' must be finite, non-negative epoch seconds, got {value!r}")
+        return ts
+    if isinstance(value, str):
+        try:
+            moment = datetime.fromisoformat(value.strip())
+        except ValueError:
+            raise InvalidEvent(BAD_FIELD, f"'ts' is not ISO-8601: {value[:40]!r}") from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        return moment.timestamp()
+    raise InvalidEvent(BAD_FIELD, f"'ts' must be epoch seconds or ISO-8601, got {type(value).__name__}")
+
+
+def parse_event(
+    raw: bytes | None,
+    event_types: Iterable[str],
+    max_bytes: int,
+    key: bytes | None = None,
+) -> Event:
+    """Validate one `events` payload.
+
+    Args:
+        raw: the Kafka message value, untouched.
+        event_types: accepted ``event_type`` values.
+        max_bytes: larger payloads are refused.
+        key: the Kafka message key; when given it must equal ``user_id``.
+
+    Raises:
+        InvalidEvent: with a reason from REASONS and a human-readable detail.
+    """
+    if raw is None:
+        raise InvalidEvent(NOT_JSON, "empty message (null value)")
+    if len(raw) > max_bytes:
+        raise InvalidEvent(OVERSIZED, f"{len(raw)} bytes, the limit is {max_bytes}")
+    try:
+        payload = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise InvalidEvent(NOT_JSON, f"not UTF-8 JSON ({exc.__class__.__name__}: {str(exc)[:80]})") from None
+    if not isinstance(payload, dict):
+        raise InvalidEvent(NOT_OBJECT, f"a JSON object is required, got {type(payload).__name__}")
+    user_id = _ident(payload, "user_id", required=True)
+    item_id = _ident(payload, "item_id", required=True)
+    if "event_type" not in payload:
+        raise InvalidEvent(MISSING_FIELD, "'event_type' is required")
+    event_type = payload["event_type"]
+    if not isinstance(event_type, str) or event_type not in set(event_types):
+        raise InvalidEvent(UNKNOWN_EVENT_TYPE, f"'event_type' {str(event_type)[:40]!r} is not one of {sorted(event_types)}")
+    if "ts" not in payload:
+        raise InvalidEvent(MISSING_FIELD, "'ts' is required")
+    ts = parse_ts(payload["ts"])
+    scenario = _ident(payload, "scenario", required=False)
+    event_id = _ident(payload, "event_id", required=False)
+    if key is not None and key.decode("utf-8", "replace") != user_id:
+        raise InvalidEvent(BAD_KEY, "events must be keyed by user_id (key and user_id differ)")
+    assert user_id is not None and item_id is not None
+    return Event(user_id, item_id, event_type, ts, scenario, event_id)
+
+
+def dead_letter(
+    raw: bytes | None,
+    key: bytes | None,
+    error: InvalidEvent,
+    topic: str,
+    partition: int,
+    offset: int,
+    now: float,
+) -> bytes:
+    """The `events-dlq` record: the original bytes (base64), where they came from, and why."""
+    record: dict[str, Any] = {
+        "reason": error.reason,
+        "detail": error.detail,
+        "source": {"topic": topic, "partition": partition, "offset": offset},
+        "key_b64": base64.b64encode(key).decode() if key is not None else None,
+        "value_b64": base64.b64encode(raw).decode() if raw is not None else None,
+        "failed_ts": now,
+    }
+    return json.dumps(record).encode()
+
+
+def recommendation(
+    user_id: str,
+    items: Sequence[ScoredItem],
+    model_version: str,
+    event_ts: float,
+    produced_ts: float,
+    trigger_event_id: str | None,
+) -> bytes:
+    """The `recommendations` record for one user, as UTF-8 JSON."""
+    record = {
+        "user_id": user_id,
+        "items": [{"item_id": it.item_id, "score": round(it.score, 6), "because": it.because} for it in items],
+        "model_version": model_version,
+        "event_ts": event_ts,
+        "produced_ts": produced_ts,
+        "trigger_event_id": trigger_event_id,
+    }
+    return json.dumps(record).encode()

@@ -1,0 +1,60 @@
+"""Pure sequence operations: the per-user state of the table and batch de-duplication."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping
+
+
+@dataclass(frozen=True, slots=True)
+class UserHistory:
+    """A user's recent items (external ids, oldest first) and the last applied source offset.
+
+    The offset makes updates idempotent: a replayed event (offset not above it) is not applied twice.
+    """
+
+    items: tuple[str, ...] = ()
+    offset: int = -1
+
+    def to_json(self) -> dict[str, Any]:
+        """The table value (JSON-serialisable)."""
+        return {"items": list(self.items), "offset": self.offset}
+
+    @classmethod
+    def from_json(cls, value: Mapping[str, Any] | None) -> "UserHistory":
+        """Inverse of :meth:`to_json`; ``None`` (no value yet) is the empty history."""
+        if not value:
+            return cls()
+        return cls(tuple(value.get("items", ())), int(value.get("offset", -1)))
+
+
+def apply_event(history: UserHistory, item_id: str, offset: int, max_len: int) -> UserHistory | None:
+    """Append ``item_id`` and keep the newest ``max_len`` items.
+
+    Returns:
+        The new history, or ``None`` when ``offset`` was already applied (a replay).
+    """
+    if offset <= history.offset:
+        return None
+    items = (history.items + (item_id,))[-max_len:]
+    return UserHistory(items, offset)
+
+
+@dataclass(frozen=True, slots=True)
+class Update:
+    """A user whose sequence changed, with the newest event that changed it."""
+
+    user_id: str
+    items: tuple[str, ...]
+    event_ts: float
+    record_ts: float
+    event_id: str | None
+
+
+def latest_per_user(updates: Iterable[Update]) -> list[Update]:
+    """Keep each user's newest update (the last one seen), ordered by that last appearance."""
+    newest: dict[str, Update] = {}
+    for update in updates:
+        newest.pop(update.user_id, None)
+        newest[update.user_id] = update
+    return list(newest.values())

@@ -1,0 +1,55 @@
+"""Worker settings, read once from the environment (prefix ``STREAMREC_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+import json
+from typing import Annotated, Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+DEFAULT_EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
+
+
+class Settings(BaseSettings):
+    """Every knob of the worker and the CLI; each is documented in README.md."""
+
+    model_config = SettingsConfigDict(env_prefix="STREAMREC_", frozen=True, extra="ignore")
+
+    kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated host:port")
+    app_id: str = Field("streamrec", description="Faust application id (consumer group, changelog topic prefix)")
+    events_topic: str = "events"
+    recommendations_topic: str = "recommendations"
+    dlq_topic: str = "events-dlq"
+    partitions: int = Field(4, ge=1, description="partitions of the events topic and of the sequence table")
+    replication_factor: int = Field(1, ge=1)
+    model_dir: Path = Field(Path("models"), description="model root (newest version is served) or one version folder")
+    model_poll_seconds: float = Field(5.0, ge=0, description="how often to look for a newer model version; 0 = never")
+    device: Literal["auto", "cuda", "cpu"] = "auto"
+    ort_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads on CPU; 0 = onnxruntime's default")
+    max_len: int = Field(50, ge=1, description="items kept per user sequence")
+    top_k: int = Field(10, ge=1, description="items per recommendation list")
+    exclude_seen: bool = Field(True, description="never recommend items already in the user's sequence")
+    event_types: Annotated[tuple[str, ...], NoDecode] = DEFAULT_EVENT_TYPES
+    max_event_bytes: int = Field(16_384, ge=64, description="larger payloads go to the dead-letter topic")
+    max_batch: int = Field(256, ge=1, description="most events scored in one model call")
+    max_wait: float = Field(0.01, gt=0, description="seconds to wait for a batch to fill")
+    store: str = Field("memory://", description="Faust table store: memory:// or rocksdb:// (rocksdict)")
+    data_dir: Path = Field(Path("var/faust"), description="Faust data directory (RocksDB tables)")
+    metrics_port: int = Field(9108, ge=0, description="Prometheus metrics HTTP port; 0 = do not serve")
+    log_level: str = "INFO"
+
+    @field_validator("event_types", mode="before")
+    @classmethod
+    def _split_event_types(cls, value: object) -> object:
+        if isinstance(value, str):
+            if value.strip().startswith("["):
+                return tuple(json.loads(value))
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("kafka_bootstrap")
+    @classmethod
+    def _strip_scheme(cls, value: str) -> str:
+        return value.removeprefix("kafka://")
