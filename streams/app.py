@@ -11,7 +11,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from serving.registry import REJECTED, SWAPPED, ModelRegistry, engine_loader
 from streams.kafka_admin import ensure_topics
 from streams.metrics import Metrics
-from streams.pipeline import Pipeline
+from streams.pipeline import Pipeline, Send
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -26,8 +26,17 @@ def load_registry(settings: Settings) -> ModelRegistry:
     return ModelRegistry(settings.model_dir, load)
 
 
-def build_app(settings: Settings, registry: ModelRegistry, metrics: Metrics) -> tuple[faust.App, Pipeline]:
-    """The Faust app with its agent wired to a :class:`Pipeline`."""
+def build_app(
+    settings: Settings,
+    registry: ModelRegistry,
+    metrics: Metrics,
+    sinks: tuple[Send, Send] | None = None,
+) -> tuple[faust.App, Pipeline]:
+    """The Faust app with its agent wired to a :class:`Pipeline`.
+
+    Args:
+        sinks: ``(send_recommendation, send_dead_letter)``; default: the output topics (tests inject fakes).
+    """
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
@@ -44,7 +53,7 @@ def build_app(settings: Settings, registry: ModelRegistry, metrics: Metrics) -> 
     events = app.topic(settings.events_topic, partitions=settings.partitions)
     recommendations = app.topic(settings.recommendations_topic)
     dlq = app.topic(settings.dlq_topic)
-    table = app.Table(TABLE_NAME, default=None, partitions=settings.partitions, value_serializer="json")
+    table = app.Table(TABLE_NAME, default=None, partitions=settings.partitions, key_type=bytes)  # values: JSON
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-model")
 
     async def send_recommendation(key: bytes, value: bytes) -> object:
@@ -53,6 +62,8 @@ def build_app(settings: Settings, registry: ModelRegistry, metrics: Metrics) -> 
     async def send_dead_letter(key: bytes, value: bytes) -> object:
         return await dlq.send(key=key, value=value)
 
+    if sinks is not None:
+        send_recommendation, send_dead_letter = sinks
     pipeline = Pipeline(settings, registry, metrics, table, send_recommendation, send_dead_letter, executor)
     metrics.model_info.labels(registry.current.version).set(1)
 

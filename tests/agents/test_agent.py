@@ -1,0 +1,103 @@
+"""The real agent under Faust's test context (memory table, captured sends, a fake model)."""
+
+import asyncio
+import json
+
+import pytest
+from prometheus_client import CollectorRegistry
+
+from serving.engine import ScoredItem
+from streams.app import TABLE_NAME, build_app
+from streams.metrics import Metrics
+from streams.settings import Settings
+
+
+class FakeEngine:
+    """Recommends the catalog items not in the sequence, in catalog order; records each call."""
+
+    version = "fake-v1"
+    device = "cpu"
+
+    def __init__(self, catalog):
+        self.catalog = catalog
+        self.calls = []
+
+    def recommend(self, sequences, k):
+        self.calls.append([tuple(s) for s in sequences])
+        out = []
+        for seq in sequences:
+            free = [i for i in self.catalog if i not in seq][:k]
+            out.append([ScoredItem(item, float(k - rank), seq[-1] if seq else None) for rank, item in enumerate(free)])
+        return out
+
+
+class FakeRegistry:
+    follows_root = False
+
+    def __init__(self, engine):
+        self.current = engine
+
+
+@pytest.fixture()
+def harness():
+    settings = Settings(app_id="agent-test", max_batch=8, max_wait=0.05, top_k=3, max_len=4, metrics_port=0,
+                        model_poll_seconds=0)
+    engine = FakeEngine([f"i{n}" for n in range(10)])
+    sent = {"recs": [], "dlq": []}
+
+    async def send_rec(key, value):
+        sent["recs"].append((key, json.loads(value)))
+
+    async def send_dlq(key, value):
+        sent["dlq"].append((key, json.loads(value)))
+
+    metrics = Metrics.create(CollectorRegistry())
+    app, pipeline = build_app(settings, FakeRegistry(engine), metrics, sinks=(send_rec, send_dlq))
+    app.finalize()
+    app.conf.store = "memory://"
+    app.flow_control.resume()
+    return app, engine, sent, metrics
+
+
+def event(user, item, ts=1.0, event_id=None):
+    return json.dumps({"user_id": user, "item_id": item, "event_type": "click", "ts": ts,
+                       "event_id": event_id}).encode()
+
+
+async def wait_for(predicate, timeout=5.0):
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+def test_agent_updates_table_batches_and_publishes(harness):
+    app, engine, sent, metrics = harness
+    agent = app.agents["recommend"]
+    table = app.tables[TABLE_NAME]
+
+    async def scenario():
+        async with agent.test_context() as ctx:
+            for offset, (user, item) in enumerate([("u1", "i1"), ("u2", "i2"), ("u1", "i3"), ("u1", "i4")]):
+                await ctx.put(event(user, item, event_id=f"e{offset}"), key=user.encode(), partition=0)
+            await ctx.put(b"{not json", key=b"u3", partition=0)
+            await ctx.put(event("u2", "i5"), key=b"u2", partition=0)
+            await wait_for(lambda: any(r["user_id"] == "u2" and r["event_ts"] and "i5" not in
+                                       [i["item_id"] for i in r["items"]] and len(sent["recs"]) >= 2
+                                       for _, r in sent["recs"]) and sent["dlq"])
+
+    asyncio.run(scenario())
+    assert table[b"u1"] == {"items": ["i1", "i3", "i4"], "offset": 3}
+    assert table[b"u2"] == {"items": ["i2", "i5"], "offset": 5}
+    # every scored sequence is a user's newest, and no user appears twice in one call
+    for call in engine.calls:
+        assert len(call) == len(set(call))
+    last_u1 = [r for k, r in sent["recs"] if r["user_id"] == "u1"][-1]
+    assert last_u1["trigger_event_id"] == "e3"
+    assert all(i["item_id"] not in ("i1", "i3", "i4") for i in last_u1["items"])
+    assert last_u1["model_version"] == "fake-v1"
+    (key, dead), = sent["dlq"]
+    assert key == b"u3" and dead["reason"] == "not_json" and dead["source"]["offset"] == 4
+    assert metrics.events_invalid.labels("not_json")._value.get() == 1
+    assert metrics.events.labels("click")._value.get() == 5
