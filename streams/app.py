@@ -12,6 +12,7 @@ from serving.registry import REJECTED, SWAPPED, ModelRegistry, engine_loader
 from streams.kafka_admin import ensure_topics
 from streams.metrics import Metrics
 from streams.pipeline import Pipeline, Send
+from streams.records import REASONS
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -66,6 +67,12 @@ def build_app(
         send_recommendation, send_dead_letter = sinks
     pipeline = Pipeline(settings, registry, metrics, table, send_recommendation, send_dead_letter, executor)
     metrics.model_info.labels(registry.current.version).set(1)
+    for event_type in settings.event_types:  # every labelled series exists from the start (dashboards, increase())
+        metrics.events.labels(event_type)
+    for reason in REASONS:
+        metrics.events_invalid.labels(reason)
+    for outcome in (SWAPPED, REJECTED):
+        metrics.model_swaps.labels(outcome)
 
     async def recommend(stream: faust.Stream) -> None:
         stream.add_processor(pipeline.ingest)
@@ -94,7 +101,6 @@ def build_app(
             previous = registry.current.version
             outcome = await app.loop.run_in_executor(executor, registry.poll)
             if outcome == SWAPPED:
-                metrics.model_info.labels(previous).set(0)
                 metrics.model_info.remove(previous)
                 metrics.model_info.labels(registry.current.version).set(1)
             if outcome in (SWAPPED, REJECTED):
