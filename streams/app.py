@@ -122,7 +122,11 @@ def run_worker(settings: Settings) -> int:
     prom = CollectorRegistry()
     metrics = Metrics.create(prom)
     if settings.metrics_port:
-        start_http_server(settings.metrics_port, registry=prom)
+        try:
+            start_http_server(settings.metrics_port, registry=prom)
+        except OSError as exc:
+            raise SystemExit(f"streamrec worker: cannot serve metrics on port {settings.metrics_port} ({exc.strerror}): "
+                             "set STREAMREC_METRICS_PORT to a free port (0 turns the endpoint off)") from None
         logger.info("metrics on http://0.0.0.0:%d/metrics", settings.metrics_port)
     app, _ = build_app(settings, registry, metrics)
     logger.info(

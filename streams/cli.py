@@ -123,6 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     level = _settings().log_level.upper()
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if level != "DEBUG":  # kafka-python logs every connection retry; our errors say what matters
+        logging.getLogger("kafka").setLevel(logging.CRITICAL)
     from serving.artifact import ArtifactError
     from streams.kafka_admin import KafkaUnavailable
 

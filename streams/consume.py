@@ -7,6 +7,9 @@ import time
 from typing import Iterator
 
 from kafka import KafkaConsumer
+from kafka.errors import KafkaError
+
+from streams.kafka_admin import unavailable
 
 
 def records(
@@ -17,14 +20,18 @@ def records(
     limit: int | None = None,
 ) -> Iterator[dict]:
     """Decoded JSON records from ``topic`` until ``limit`` records or ``timeout`` idle-free seconds pass."""
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap.split(","),
-        group_id=None,
-        auto_offset_reset="earliest" if from_beginning else "latest",
-        enable_auto_commit=False,
-        client_id="streamrec-consume",
-    )
+    try:
+        consumer = KafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap.split(","),
+            group_id=None,
+            auto_offset_reset="earliest" if from_beginning else "latest",
+            enable_auto_commit=False,
+            bootstrap_timeout_ms=10_000,
+            client_id="streamrec-consume",
+        )
+    except KafkaError as exc:
+        raise unavailable(bootstrap, exc) from None
     deadline = time.monotonic() + timeout if timeout else None
     seen = 0
     try:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
@@ -18,18 +17,19 @@ class KafkaUnavailable(RuntimeError):
 
 def admin_client(bootstrap: str, timeout: float = 10.0) -> KafkaAdminClient:
     """An admin client, or KafkaUnavailable with a sentence saying what to do."""
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            return KafkaAdminClient(bootstrap_servers=bootstrap.split(","), request_timeout_ms=10_000,
-                                    client_id="streamrec-admin")
-        except KafkaError as exc:
-            if time.monotonic() > deadline:
-                raise KafkaUnavailable(
-                    f"cannot reach Kafka at {bootstrap} ({exc.__class__.__name__}): start a local broker with "
-                    "`make kafka-start` or set STREAMREC_KAFKA_BOOTSTRAP to your cluster"
-                ) from None
-            time.sleep(0.5)
+    try:
+        return KafkaAdminClient(bootstrap_servers=bootstrap.split(","), request_timeout_ms=10_000,
+                                bootstrap_timeout_ms=int(timeout * 1000), client_id="streamrec-admin")
+    except KafkaError as exc:
+        raise unavailable(bootstrap, exc) from None
+
+
+def unavailable(bootstrap: str, exc: Exception) -> KafkaUnavailable:
+    """The error for an unreachable broker, with what to do."""
+    return KafkaUnavailable(
+        f"cannot reach Kafka at {bootstrap} ({exc.__class__.__name__}): start a local broker with "
+        "`make kafka-start` or set STREAMREC_KAFKA_BOOTSTRAP to your cluster"
+    )
 
 
 def kafka_answers(bootstrap: str, timeout: float = 3.0) -> bool:

@@ -90,6 +90,7 @@ def test_agent_updates_table_batches_and_publishes(harness):
     asyncio.run(scenario())
     assert table[b"u1"] == {"items": ["i1", "i3", "i4"], "offset": 3}
     assert table[b"u2"] == {"items": ["i2", "i5"], "offset": 5}
+    assert len(table) == 2, list(table.keys())
     # every scored sequence is a user's newest, and no user appears twice in one call
     for call in engine.calls:
         assert len(call) == len(set(call))
