@@ -21,6 +21,16 @@ TABLE_NAME = "user_sequences"
 HOUSEKEEPING_SECONDS = 2.0
 
 
+def ensure_worker_topics(settings: Settings) -> None:
+    """Create the worker's topics (same partition count), or refuse a mismatched events topic."""
+    ensure_topics(
+        settings.kafka_bootstrap,
+        {settings.events_topic: settings.partitions, settings.recommendations_topic: settings.partitions,
+         settings.dlq_topic: settings.partitions},
+        settings.replication_factor,
+    )
+
+
 def load_registry(settings: Settings) -> ModelRegistry:
     """The model registry for ``settings.model_dir`` (raises ArtifactError with advice)."""
     load = engine_loader(settings.device, settings.max_batch, settings.ort_threads, settings.exclude_seen)
@@ -113,12 +123,7 @@ def build_app(
 def run_worker(settings: Settings) -> int:
     """Start the worker in this process and block until it is stopped (SIGINT/SIGTERM)."""
     registry = load_registry(settings)
-    ensure_topics(
-        settings.kafka_bootstrap,
-        {settings.events_topic: settings.partitions, settings.recommendations_topic: settings.partitions,
-         settings.dlq_topic: settings.partitions},
-        settings.replication_factor,
-    )
+    ensure_worker_topics(settings)
     prom = CollectorRegistry()
     metrics = Metrics.create(prom)
     if settings.metrics_port:

@@ -18,6 +18,7 @@ import numpy as np
 
 from serving.artifact import load_artifact, resolve_version, ArtifactError
 from serving.engine import Engine, cuda_available
+from streams.app import ensure_worker_topics
 from streams.consume import records
 from streams.produce import produce
 from streams.settings import Settings
@@ -93,6 +94,7 @@ def bench_pipeline(settings: Settings, version: Path, work: Path, n_events: int)
                "STREAMREC_MODEL_DIR": str(version), "STREAMREC_MAX_BATCH": str(max_batch),
                "STREAMREC_METRICS_PORT": "0", "STREAMREC_LOG_LEVEL": "WARNING",
                "STREAMREC_DATA_DIR": str(work / "faust"), "STREAMREC_KAFKA_BOOTSTRAP": settings.kafka_bootstrap}
+        ensure_worker_topics(Settings.for_env(env))
         log = (work / f"worker-{mode}.log").open("wb")
         worker = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env, stdout=log,
                                   stderr=subprocess.STDOUT)

@@ -90,7 +90,7 @@ def _run(args: argparse.Namespace) -> int:
 
         sent = produce(settings.kafka_bootstrap, args.topic or settings.events_topic,
                        read_events(args.file, args.format), rate=args.rate, limit=args.limit,
-                       restamp=not args.keep_ts, total=count_lines(args.file))
+                       restamp=not args.keep_ts, total=count_lines(args.file), partitions=settings.partitions)
         print(f"sent {sent} events")
         return 0
     if args.command == "consume":

@@ -13,6 +13,7 @@ import time
 import uuid
 from pathlib import Path
 
+from streams.app import ensure_worker_topics
 from streams.consume import records
 from streams.kafka_admin import KafkaUnavailable, kafka_answers
 from streams.produce import produce, read_events
@@ -84,6 +85,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         env = {**os.environ, **topics, "STREAMREC_APP_ID": f"streamrec-demo-{run}",
                "STREAMREC_MODEL_DIR": str(models), "STREAMREC_DATA_DIR": str(work / "faust"),
                "STREAMREC_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "STREAMREC_LOG_LEVEL": "WARNING"}
+        ensure_worker_topics(Settings.for_env(env))
         log_path = work / "worker.log"
         log = log_path.open("wb")
         worker = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env, stdout=log,
@@ -108,7 +110,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         reader = threading.Thread(target=collect, daemon=True)
         reader.start()
         produce(settings.kafka_bootstrap, topics["STREAMREC_EVENTS_TOPIC"], read_events(replay_path),
-                rate=args.rate, total=len(replay))
+                rate=args.rate, total=len(replay), partitions=settings.partitions)
         reader.join(timeout=180)
         if worker.poll() is not None:
             print(f"the worker stopped unexpectedly; see {log_path}", file=sys.stderr)

@@ -11,7 +11,7 @@ from typing import Iterator
 from kafka import KafkaProducer
 from tqdm import tqdm
 
-from streams.kafka_admin import admin_client
+from streams.kafka_admin import ensure_topics
 
 logger = logging.getLogger(__name__)
 
@@ -71,16 +71,18 @@ def produce(
     restamp: bool = True,
     total: int | None = None,
     progress: bool = True,
+    partitions: int = 4,
 ) -> int:
     """Send events keyed by user id; ``rate`` events/s (0 = as fast as possible).
 
     Args:
         restamp: replace ``ts`` with the send time, so latency is measured from now.
+        partitions: partition count if the topic has to be created (never left to broker auto-creation).
 
     Returns:
         The number of events sent.
     """
-    admin_client(bootstrap).close()  # clear error when no broker answers
+    ensure_topics(bootstrap, {topic: partitions}, strict=False)  # also: a clear error when no broker answers
     producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), linger_ms=5, acks=1,
                              batch_size=256 * 1024, client_id="streamrec-produce")
     sent = 0

@@ -4,18 +4,19 @@ from __future__ import annotations
 
 from pathlib import Path
 import json
-from typing import Annotated, Literal
+from typing import Annotated, Literal, Mapping
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+PREFIX = "STREAMREC_"
 DEFAULT_EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
 
 
 class Settings(BaseSettings):
     """Every knob of the worker and the CLI; each is documented in README.md."""
 
-    model_config = SettingsConfigDict(env_prefix="STREAMREC_", frozen=True, extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=PREFIX, frozen=True, extra="ignore")
 
     kafka_bootstrap: str = Field("127.0.0.1:9092", description="Kafka bootstrap servers, comma-separated host:port")
     app_id: str = Field("streamrec", description="Faust application id (consumer group, changelog topic prefix)")
@@ -39,6 +40,11 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("var/faust"), description="Faust data directory (RocksDB tables)")
     metrics_port: int = Field(9108, ge=0, description="Prometheus metrics HTTP port; 0 = do not serve")
     log_level: str = "INFO"
+
+    @classmethod
+    def for_env(cls, env: Mapping[str, str]) -> "Settings":
+        """The settings a process started with environment ``env`` reads."""
+        return cls(**{key[len(PREFIX):].lower(): value for key, value in env.items() if key.startswith(PREFIX)})
 
     @field_validator("event_types", mode="before")
     @classmethod

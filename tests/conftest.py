@@ -87,6 +87,11 @@ class Worker:
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "Worker":
+        from streams.app import ensure_worker_topics
+        from streams.settings import Settings
+
+        # the worker's topics exist before any test client touches them (no broker auto-creation)
+        ensure_worker_topics(Settings.for_env(self.env))
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen([sys.executable, "-m", "streams", "worker"], cwd=ROOT, env=self.env,
                                      stdout=self._log, stderr=subprocess.STDOUT)

@@ -85,6 +85,14 @@ def test_thousand_events_for_hundred_users(start_worker, model_root, dataset):
         assert not seen[user] & {i["item_id"] for i in final["items"]}, f"{user} got an item they had seen"
 
 
+def final_triggers(records, users):
+    """The trigger event id of the newest recommendation of each of ``users``."""
+    triggers = {}
+    for _, record in records:
+        triggers[record["user_id"]] = record["trigger_event_id"]
+    return {user: triggers.get(user) for user in users}
+
+
 MALFORMED = [
     b"not json at all",
     b"\xff\xfe\x00binary",
@@ -125,6 +133,13 @@ def test_malformed_events_go_to_the_dead_letter_topic(start_worker, model_root, 
         metrics = worker.metrics()
         assert metric_value(metrics, "streamrec_events_total") == 200
         assert metric_value(metrics, "streamrec_events_invalid_total") == 50
+        # every valid event was applied: each user's newest recommendation answers their last event (send order)
+        last_good = {}
+        for key, value in mixed:
+            if json.loads(value).get("event_id", "").startswith("good") if value.startswith(b"{") else False:
+                last_good[key.decode()] = json.loads(value)["event_id"]
+        wait_until(lambda: final_triggers(out.poll(), last_good) == last_good, timeout=60,
+                   what="each user's last valid event to be answered")
         # the worker keeps consuming after the bad input
         send_all(worker.bootstrap, worker.events, [(b"late", event("late", items[0], time.time(), "late-1"))])
         wait_until(lambda: any(r["trigger_event_id"] == "late-1" for _, r in out.poll()),
@@ -142,10 +157,4 @@ def test_malformed_events_go_to_the_dead_letter_topic(start_worker, model_root, 
     assert {"not_json", "not_object", "missing_field", "unknown_event_type", "bad_field", "oversized",
             "bad_key"} <= reasons
     assert all(r["detail"] and r["source"]["topic"] == worker.events for _, r in dlq.records)
-    triggers = {}
-    for _, r in out.records:
-        triggers[r["user_id"]] = r["trigger_event_id"]
-    last_good = {}
-    for key, value in good:
-        last_good[key.decode()] = json.loads(value)["event_id"]
-    assert {u: triggers.get(u) for u in last_good} == last_good
+    assert final_triggers(out.records, last_good) == last_good
