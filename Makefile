@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: venv demo test test-fast kafka-start kafka-stop kafka-status prometheus-start prometheus-stop clean
+.PHONY: venv demo test bench kafka-start kafka-stop kafka-status prometheus-start prometheus-stop clean
 
 venv: $(STAMP)
 
@@ -19,6 +19,7 @@ demo: venv
 	$(VENV)/bin/streamrec demo
 
 test: venv
+	bash deploy/local/prometheus.sh install
 	bash deploy/local/kafka.sh start
 	$(PY) -m pytest tests
 
@@ -28,6 +29,15 @@ kafka-stop:
 	bash deploy/local/kafka.sh stop
 kafka-status:
 	bash deploy/local/kafka.sh status
+
+# The real Prometheus server (Debian package) scraping a local worker on 127.0.0.1:9108.
+prometheus-start:
+	bash deploy/local/prometheus.sh start --config deploy/prometheus/prometheus-local.yml
+prometheus-stop:
+	bash deploy/local/prometheus.sh stop
+
+bench: venv
+	$(VENV)/bin/streamrec bench
 
 clean:
 	rm -rf $(VENV) .pytest_cache
