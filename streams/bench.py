@@ -20,6 +20,7 @@ from serving.artifact import load_artifact, resolve_version, ArtifactError
 from serving.engine import Engine, cuda_available
 from streams.app import ensure_worker_topics
 from streams.consume import records
+from streams.demo import WARMUP_USER, ensure_kafka, wait_until_serving
 from streams.produce import produce
 from streams.settings import Settings
 
@@ -100,12 +101,8 @@ def bench_pipeline(settings: Settings, version: Path, work: Path, n_events: int)
                                   stderr=subprocess.STDOUT)
         try:
             out_topic = topics["STREAMREC_RECOMMENDATIONS_TOPIC"]
-            # warm-up: the worker is ready when a first event comes back as a recommendation
-            warm = {"user_id": "warmup", "item_id": events[0]["item_id"], "event_type": "click", "ts": 0,
-                    "event_id": "warmup"}
-            produce(settings.kafka_bootstrap, topics["STREAMREC_EVENTS_TOPIC"], iter([warm]), progress=False)
-            if not any(True for _ in records(settings.kafka_bootstrap, out_topic, True, timeout=90, limit=1)):
-                raise RuntimeError(f"the {mode} worker produced nothing; see {log.name}")
+            wait_until_serving(settings.kafka_bootstrap, topics["STREAMREC_EVENTS_TOPIC"], out_topic,
+                               events[0]["item_id"], worker)
             last = {e["user_id"]: e["event_id"] for e in events}
             received: list[dict] = []
             done = threading.Event()
@@ -113,7 +110,7 @@ def bench_pipeline(settings: Settings, version: Path, work: Path, n_events: int)
             def collect() -> None:
                 have: dict[str, str] = {}
                 for record in records(settings.kafka_bootstrap, out_topic, True, timeout=600):
-                    if record["user_id"] == "warmup":
+                    if record["user_id"] == WARMUP_USER:
                         continue
                     received.append(record)
                     have[record["user_id"]] = record["trigger_event_id"]
@@ -167,9 +164,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
                                ("p99_ms", "p99 ms", ".3f"), ("users_per_s", "users/s", ",.0f")]))
     result = {"model": manifest["model_version"], "machine": machine, "engine": engine_rows}
     if not args.engine_only:
-        from streams.demo import _ensure_kafka
-
-        _ensure_kafka(settings.kafka_bootstrap)
+        ensure_kafka(settings.kafka_bootstrap)
         rows = bench_pipeline(settings, version, work, args.events)
         print(f"\npipeline against Kafka at {settings.kafka_bootstrap} (same {args.events} events, backlog drained)")
         print(_table(rows, [("path", "path", "s"), ("max_batch", "max_batch", "d"), ("events_per_s", "events/s", ",.0f"),

@@ -27,7 +27,7 @@ def _step(text: str) -> None:
     print(f"\n==> {text}", flush=True)
 
 
-def _ensure_kafka(bootstrap: str) -> bool:
+def ensure_kafka(bootstrap: str) -> bool:
     """Start the local broker if nothing answers; True when this call started it."""
     if kafka_answers(bootstrap):
         print(f"Kafka answers at {bootstrap}")
@@ -38,6 +38,43 @@ def _ensure_kafka(bootstrap: str) -> bool:
     port = bootstrap.rsplit(":", 1)[-1]
     subprocess.run(["bash", str(KAFKA_SCRIPT), "start"], check=True, env={**os.environ, "KAFKA_PORT": port})
     return True
+
+
+WARMUP_USER = "streamrec-warmup"
+
+
+def hold_back(events: list[dict], n: int) -> tuple[list[dict], list[dict]]:
+    """Split a log into (history, replay): each user's newest events, about ``n`` in all, replayed in time order."""
+    by_user: dict[str, list[dict]] = {}
+    for event in events:
+        by_user.setdefault(event["user_id"], []).append(event)
+    per_user = max(1, n // max(1, len(by_user)))
+    history, replay = [], []
+    for user_events in by_user.values():
+        keep = max(1, len(user_events) - per_user)
+        history.extend(user_events[:keep])
+        replay.extend(user_events[keep:])
+    replay.sort(key=lambda e: e["ts"])
+    return history, replay
+
+
+def wait_until_serving(bootstrap: str, events_topic: str, recs_topic: str, item_id: str,
+                       worker: subprocess.Popen, timeout: float = 120.0) -> float:
+    """Send one warm-up event and wait for its recommendation: the worker has joined and is scoring.
+
+    Returns:
+        Seconds it took.
+    """
+    started = time.monotonic()
+    warm = {"user_id": WARMUP_USER, "item_id": item_id, "event_type": "view", "ts": time.time()}
+    produce(bootstrap, events_topic, iter([warm]), progress=False)
+    for record in records(bootstrap, recs_topic, from_beginning=True, timeout=timeout):
+        if record["user_id"] == WARMUP_USER:
+            print(f"worker is serving ({time.monotonic() - started:.1f}s after the warm-up event)")
+            return time.monotonic() - started
+    code = worker.poll()
+    raise RuntimeError(f"the worker did not answer within {timeout:.0f}s"
+                       + (f" (it exited with {code})" if code is not None else ""))
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -59,24 +96,25 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     worker: subprocess.Popen | None = None
     try:
         _step(f"Kafka at {settings.kafka_bootstrap}")
-        started_kafka = _ensure_kafka(settings.kafka_bootstrap)
+        started_kafka = ensure_kafka(settings.kafka_bootstrap)
 
         _step(f"simulating {args.users} users x {args.items} items")
         from streams.simulate import simulate, write_dataset
 
         events, items = simulate(args.users, args.items, 40, 7)
-        cut = max(1, len(events) - args.replay)
-        history, replay = events[:cut], events[cut:]
+        history, replay = hold_back(events, args.replay)
         data = work / "data"
         write_dataset(data, history, items)
         replay_path = data / "replay.jsonl"
         replay_path.write_text("".join(json.dumps(e) + "\n" for e in replay), encoding="utf-8")
-        print(f"{len(history)} events to train on, {len(replay)} held back to replay through the worker")
+        print(f"{len(history)} events to train on; the newest {len(replay)} (of {len({e['user_id'] for e in replay})} "
+              "users, in time order) are held back to replay through the worker")
 
         _step("training SASRec (CPU is fine; a few seconds per epoch)")
         models = work / "models"
         subprocess.run([sys.executable, "-m", "encoders", "train", "--events", str(data / "events.jsonl"),
-                        "--items", str(data / "items.jsonl"), "--out", str(models)], check=True)
+                        "--items", str(data / "items.jsonl"), "--out", str(models), "--epochs", "40",
+                        "--max-minutes", "1.5"], check=True)
 
         _step("starting the worker")
         topics = {"STREAMREC_EVENTS_TOPIC": f"demo-{run}-events",
@@ -92,6 +130,8 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                                   stderr=subprocess.STDOUT)
         print(f"worker pid {worker.pid}, log {log_path}, metrics http://127.0.0.1:{settings.metrics_port}/metrics")
 
+        wait_until_serving(settings.kafka_bootstrap, topics["STREAMREC_EVENTS_TOPIC"],
+                           topics["STREAMREC_RECOMMENDATIONS_TOPIC"], replay[0]["item_id"], worker)
         _step(f"replaying {len(replay)} events at {args.rate:.0f}/s")
         received: list[dict] = []
         expected_users = {e["user_id"] for e in replay}
@@ -100,6 +140,8 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         def collect() -> None:
             for record in records(settings.kafka_bootstrap, topics["STREAMREC_RECOMMENDATIONS_TOPIC"],
                                   from_beginning=True, timeout=180):
+                if record["user_id"] == WARMUP_USER:
+                    continue
                 received.append(record)
                 done = {r["user_id"]: r["trigger_event_id"] for r in received}
                 if all(done.get(u) == last_event[u] for u in expected_users):
