@@ -59,7 +59,8 @@ def build_app(
         value_serializer="raw",
         web_enabled=False,
         consumer_auto_offset_reset="earliest",
-        producer_linger_ms=1,
+        producer_linger_ms=settings.producer_linger_ms,
+        producer_max_batch_size=256 * 1024,
     )
     events = app.topic(settings.events_topic, partitions=settings.partitions)
     recommendations = app.topic(settings.recommendations_topic)

@@ -20,7 +20,7 @@ from serving.artifact import load_artifact, resolve_version, ArtifactError
 from serving.engine import Engine, cuda_available
 from streams.app import ensure_worker_topics
 from streams.consume import records
-from streams.demo import WARMUP_USER, ensure_kafka, wait_until_serving
+from streams.demo import ensure_kafka
 from streams.produce import produce
 from streams.settings import Settings
 
@@ -53,7 +53,7 @@ def _bench_model(settings: Settings, work: Path) -> Path:
     return resolve_version(root)
 
 
-def bench_engine(version: Path, devices: list[str], seconds: float = 1.5) -> list[dict]:
+def bench_engine(version: Path, devices: list[str], threads: int = 0, seconds: float = 1.5) -> list[dict]:
     """Calls/s and users/s of one onnxruntime call per batch size and device."""
     artifact = load_artifact(version)
     rng = np.random.default_rng(0)
@@ -61,7 +61,7 @@ def bench_engine(version: Path, devices: list[str], seconds: float = 1.5) -> lis
     rows = []
     for device in devices:
         for batch in ENGINE_BATCHES:
-            engine = Engine(artifact, device=device, max_batch=batch)
+            engine = Engine(artifact, device=device, max_batch=batch, threads=threads)
             sequences = [[catalog[i] for i in rng.integers(0, len(catalog), artifact.max_len)] for _ in range(batch)]
             item_seq = engine.encode(sequences).copy()
             for _ in range(3):
@@ -78,13 +78,49 @@ def bench_engine(version: Path, devices: list[str], seconds: float = 1.5) -> lis
     return rows
 
 
-def bench_pipeline(settings: Settings, version: Path, work: Path, n_events: int) -> list[dict]:
-    """Drain the same backlog of events through a worker with max_batch=1 and with micro-batches."""
+class _Collector:
+    """Reads recommendation records in a background thread until told the expected triggers."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.received: list[dict] = []
+        self._wanted: dict[str, str] = {}
+        self._ready = threading.Event()
+        self._done = threading.Event()
+        self._bootstrap, self._topic = bootstrap, topic
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        have: dict[str, str] = {}
+        for record in records(self._bootstrap, self._topic, True, timeout=900):
+            self.received.append(record)
+            have[record["user_id"]] = record["trigger_event_id"]
+            if self._wanted and all(have.get(u) == e for u, e in self._wanted.items()):
+                self._done.set()
+                self._wanted = {}
+
+    def wait_for(self, events: list[dict], timeout: float) -> list[dict]:
+        """Block until each user's last event in ``events`` has been answered; return the new records."""
+        start = len(self.received)
+        self._done.clear()
+        self._wanted = {e["user_id"]: e["event_id"] for e in events}
+        if not self._done.wait(timeout):
+            raise RuntimeError(f"not every event was answered within {timeout:.0f}s")
+        ids = {e["event_id"] for e in events}
+        return [r for r in self.received[start:] if r["trigger_event_id"] in ids] or self.received[start:]
+
+
+def bench_pipeline(settings: Settings, version: Path, work: Path, n_events: int, rate: float,
+                   n_paced: int) -> list[dict]:
+    """Each path on the same data: drain a backlog (max events/s), then latency at a fixed offered load."""
     from streams.simulate import simulate
 
-    events, _ = simulate(max(100, n_events // 10), 3416, 10, 5)
-    catalog = set(load_artifact(version).item_ids[2:])
-    events = [e for e in events if e["item_id"] in catalog][:n_events] or events[:n_events]
+    catalog = load_artifact(version).item_ids[2:]
+    events, _ = simulate(max(100, (n_events + n_paced) // 10), len(catalog), 10, 5)
+    for event in events:  # the model's own item ids, so no event is "unknown"
+        event["item_id"] = catalog[int(event["item_id"].lstrip("i")) % len(catalog)]
+    events.sort(key=lambda e: e["ts"])
+    backlog, paced = events[:n_events], events[n_events:n_events + n_paced]
     rows = []
     for mode, max_batch in PIPELINE_MODES:
         run = uuid.uuid4().hex[:6]
@@ -96,39 +132,24 @@ def bench_pipeline(settings: Settings, version: Path, work: Path, n_events: int)
                "STREAMREC_METRICS_PORT": "0", "STREAMREC_LOG_LEVEL": "WARNING",
                "STREAMREC_DATA_DIR": str(work / "faust"), "STREAMREC_KAFKA_BOOTSTRAP": settings.kafka_bootstrap}
         ensure_worker_topics(Settings.for_env(env))
+        events_topic, out_topic = topics["STREAMREC_EVENTS_TOPIC"], topics["STREAMREC_RECOMMENDATIONS_TOPIC"]
+        print(f"{mode}: producing a backlog of {len(backlog)} events, then starting the worker", flush=True)
+        produce(settings.kafka_bootstrap, events_topic, iter(backlog), progress=False)
+        collector = _Collector(settings.kafka_bootstrap, out_topic)
         log = (work / f"worker-{mode}.log").open("wb")
         worker = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env, stdout=log,
                                   stderr=subprocess.STDOUT)
         try:
-            out_topic = topics["STREAMREC_RECOMMENDATIONS_TOPIC"]
-            wait_until_serving(settings.kafka_bootstrap, topics["STREAMREC_EVENTS_TOPIC"], out_topic,
-                               events[0]["item_id"], worker)
-            last = {e["user_id"]: e["event_id"] for e in events}
-            received: list[dict] = []
-            done = threading.Event()
-
-            def collect() -> None:
-                have: dict[str, str] = {}
-                for record in records(settings.kafka_bootstrap, out_topic, True, timeout=600):
-                    if record["user_id"] == WARMUP_USER:
-                        continue
-                    received.append(record)
-                    have[record["user_id"]] = record["trigger_event_id"]
-                    if len(have) == len(last) and all(have[u] == e for u, e in last.items()):
-                        break
-                done.set()
-
-            reader = threading.Thread(target=collect, daemon=True)
-            reader.start()
-            time.sleep(1.0)  # the reader has joined before the backlog starts
-            started = time.time()
-            produce(settings.kafka_bootstrap, topics["STREAMREC_EVENTS_TOPIC"], iter(events), progress=False)
-            done.wait(600)
-            elapsed = max(r["produced_ts"] for r in received) - started
-            latencies = [r["produced_ts"] - r["event_ts"] for r in received]
-            rows.append({"path": mode, "max_batch": max_batch, "events": len(events), "records": len(received),
-                         "seconds": elapsed, "events_per_s": len(events) / elapsed,
-                         "p50_ms": _pct(latencies, 50) * 1000, "p95_ms": _pct(latencies, 95) * 1000,
+            drained = collector.wait_for(backlog, timeout=900)
+            produced = [r["produced_ts"] for r in drained]
+            drain_s = max(produced) - min(produced)
+            print(f"{mode}: drained in {drain_s:.1f}s; now {len(paced)} events at {rate:.0f}/s", flush=True)
+            produce(settings.kafka_bootstrap, events_topic, iter(paced), rate=rate, progress=False)
+            answered = collector.wait_for(paced, timeout=300)
+            latencies = [r["produced_ts"] - r["event_ts"] for r in answered]
+            rows.append({"path": mode, "max_batch": max_batch, "events": len(backlog),
+                         "records": len(drained), "drain_s": drain_s, "events_per_s": len(backlog) / drain_s,
+                         "rate": rate, "p50_ms": _pct(latencies, 50) * 1000, "p95_ms": _pct(latencies, 95) * 1000,
                          "p99_ms": _pct(latencies, 99) * 1000})
         finally:
             worker.send_signal(signal.SIGTERM)
@@ -158,18 +179,19 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     print(f"\nmodel {manifest['model_version']}: {manifest['n_items']} items, dim {manifest['dim']}, "
           f"max_len {manifest['max_len']}; machine: {machine}")
     devices = ["cpu"] + (["cuda"] if cuda_available() else [])
-    engine_rows = bench_engine(version, devices)
+    engine_rows = bench_engine(version, devices, settings.ort_threads)
     print("\nengine only (one onnxruntime call per batch)")
     print(_table(engine_rows, [("device", "device", "s"), ("batch", "batch", "d"), ("p50_ms", "p50 ms", ".3f"),
                                ("p99_ms", "p99 ms", ".3f"), ("users_per_s", "users/s", ",.0f")]))
     result = {"model": manifest["model_version"], "machine": machine, "engine": engine_rows}
     if not args.engine_only:
         ensure_kafka(settings.kafka_bootstrap)
-        rows = bench_pipeline(settings, version, work, args.events)
-        print(f"\npipeline against Kafka at {settings.kafka_bootstrap} (same {args.events} events, backlog drained)")
+        rows = bench_pipeline(settings, version, work, args.events, args.rate, args.paced_events)
+        print(f"\npipeline against Kafka at {settings.kafka_bootstrap}: max events/s draining the same backlog of "
+              f"{args.events} events; latency (event ts -> publish) at {args.rate:.0f} events/s offered")
         print(_table(rows, [("path", "path", "s"), ("max_batch", "max_batch", "d"), ("events_per_s", "events/s", ",.0f"),
-                            ("p50_ms", "p50 ms", ",.1f"), ("p95_ms", "p95 ms", ",.1f"), ("p99_ms", "p99 ms", ",.1f"),
-                            ("records", "records", "d")]))
+                            ("records", "records", "d"), ("p50_ms", "p50 ms", ",.1f"), ("p95_ms", "p95 ms", ",.1f"),
+                            ("p99_ms", "p99 ms", ",.1f")]))
         if len(rows) == 2:
             print(f"\nmicro-batched / per-event throughput: {rows[1]['events_per_s'] / rows[0]['events_per_s']:.1f}x")
         result["pipeline"] = rows

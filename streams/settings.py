@@ -36,6 +36,7 @@ class Settings(BaseSettings):
     max_event_bytes: int = Field(16_384, ge=64, description="larger payloads go to the dead-letter topic")
     max_batch: int = Field(256, ge=1, description="most events scored in one model call")
     max_wait: float = Field(0.01, gt=0, description="seconds to wait for a batch to fill")
+    producer_linger_ms: int = Field(5, ge=0, description="producer wait to fill a batch; fewer, larger requests")
     store: str = Field("memory://", description="Faust table store: memory:// or rocksdb:// (rocksdict)")
     data_dir: Path = Field(Path("var/faust"), description="Faust data directory (RocksDB tables)")
     metrics_port: int = Field(9108, ge=0, description="Prometheus metrics HTTP port; 0 = do not serve")
