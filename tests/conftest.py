@@ -101,10 +101,16 @@ class Worker:
         return self.log_path.read_text(errors="replace")
 
     def metrics(self) -> str:
+        """The worker's metrics exposition ("" while its endpoint is not up yet)."""
+        from urllib.error import URLError
         from urllib.request import urlopen
 
-        with urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
-            return response.read().decode()
+        self.assert_alive()
+        try:
+            with urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as response:
+                return response.read().decode()
+        except (URLError, ConnectionError):
+            return ""
 
     def assert_alive(self) -> None:
         assert self.proc is not None and self.proc.poll() is None, f"worker exited:\n{self.log()[-3000:]}"

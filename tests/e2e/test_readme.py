@@ -21,3 +21,15 @@ def test_the_two_commands_are_make_targets_and_ci_runs_the_test_one():
 def test_every_setting_is_documented():
     for name in Settings.model_fields:
         assert f"`STREAMREC_{name.upper()}`" in README, f"STREAMREC_{name.upper()} is not in the README"
+
+
+def test_docker_images_install_what_the_readme_says():
+    section = re.search(r"## Run with Docker\n(.*?)\n## ", README, re.S).group(1)
+    promised = re.findall(r"`(pip install [^`]+)`", section)
+    assert promised == ["pip install .", 'pip install ".[train]"']
+    dockerfile = (ROOT / "deploy" / "Dockerfile").read_text()
+    installs = re.findall(r"^RUN (pip install [^&\n]+?)\s*(?:&&|$)", dockerfile, re.M)
+    assert sorted(installs) == sorted(promised)
+    assert re.search(r"^FROM base AS worker\nRUN pip install \. ", dockerfile, re.M), "the worker image has no torch"
+    makefile = (ROOT / "Makefile").read_text()
+    assert 'pip install -q -e ".[train,dev]"' in makefile  # the README's local install: make venv

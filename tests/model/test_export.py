@@ -1,0 +1,149 @@
+"""The exported artifact: layout and manifest per docs/artifact.md, and ONNX/torch parity."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from encoders.artifact import read_artifact, sha256_file
+from encoders.export import ScoringGraph, default_bias
+from encoders.split import left_pad
+
+MANIFEST_KEYS = {
+    "format_version", "model_version", "created_at", "model_type", "opset", "inputs", "outputs",
+    "max_len", "pad_id", "unk_id", "n_items", "dim", "top_k", "files", "text", "config",
+    "training", "metrics",
+}
+
+
+@pytest.fixture(scope="module")
+def session(trained):
+    return ort.InferenceSession(str(trained.version_dir / "model.onnx"),
+                                providers=["CPUExecutionProvider"])
+
+
+def test_version_folder_and_manifest(trained):
+    vdir = trained.version_dir
+    assert re.fullmatch(r"\d{8}T\d{6}Z-[0-9a-f]{6}", vdir.name)
+    assert not [p for p in vdir.parent.iterdir() if p.name.startswith(".tmp-")]
+    assert not trained.checkpoint.is_relative_to(vdir.parent)  # checkpoint outside the root
+    m = json.loads((vdir / "manifest.json").read_text(encoding="utf-8"))
+    assert MANIFEST_KEYS <= set(m)
+    assert m["format_version"] == 1 and m["model_version"] == vdir.name
+    assert m["opset"] == 18 and m["model_type"] == "sasrec"
+    assert m["inputs"] == ["item_seq", "item_emb", "item_bias", "seen_penalty"]
+    assert m["outputs"] == ["top_scores", "top_ids"]
+    assert (m["pad_id"], m["unk_id"], m["max_len"], m["dim"], m["top_k"]) == (0, 1, 20, 32, 20)
+    assert vdir.name.endswith(sha256_file(vdir / "model.onnx")[:6])
+    on_disk = {p.name for p in vdir.iterdir()} - {"manifest.json"}
+    assert set(m["files"]) == on_disk == {"model.onnx", "item_emb.npy", "items.tsv"}
+    for name, digest in m["files"].items():
+        assert sha256_file(vdir / name) == digest
+    assert m["text"] is None
+    assert set(m["metrics"]) >= {"split", "sasrec", "popularity", "cooccurrence"}
+    assert m["training"]["n_items"] == m["n_items"] and m["training"]["device"] == "cpu"
+
+
+def test_items_tsv_and_item_emb(trained):
+    vdir = trained.version_dir
+    m = json.loads((vdir / "manifest.json").read_text(encoding="utf-8"))
+    lines = (vdir / "items.tsv").read_text(encoding="utf-8").splitlines()
+    assert lines[0] == "internal_id\titem_id\ttitle"
+    assert len(lines) == m["n_items"] + 1
+    assert [int(line.split("\t")[0]) for line in lines[1:]] == list(range(2, m["n_items"] + 2))
+    emb = np.load(vdir / "item_emb.npy")
+    assert emb.dtype == np.float32 and emb.shape == (m["n_items"] + 2, m["dim"])
+    assert not emb[0].any() and np.abs(emb[2:]).sum() > 0
+    art = read_artifact(vdir)  # re-checks hashes and shapes
+    assert art.item_ids[0] == lines[1].split("\t")[1]
+
+
+def test_tampered_file_is_refused(trained, tmp_path):
+    import shutil
+
+    copy = tmp_path / trained.version_dir.name
+    shutil.copytree(trained.version_dir, copy)
+    (copy / "items.tsv").write_text("internal_id\titem_id\ttitle\n", encoding="utf-8")
+    with pytest.raises(ValueError, match="sha256"):
+        read_artifact(copy)
+
+
+def test_onnx_graph_signature(trained):
+    g = onnx.load(str(trained.version_dir / "model.onnx"))
+    onnx.checker.check_model(g)
+    dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in list(g.graph.input) + list(g.graph.output)}
+    assert dims == {
+        "item_seq": ["batch", 20], "item_emb": ["n_rows", 32], "item_bias": ["n_rows"],
+        "seen_penalty": [1], "top_scores": ["batch", 20], "top_ids": ["batch", 20],
+    }
+    n_rows = json.loads((trained.version_dir / "manifest.json").read_text())["n_items"] + 2
+    baked = [i.name for i in g.graph.initializer if list(i.dims[:1]) == [n_rows]]
+    assert not baked  # the item table is a runtime input, not a weight
+    assert {o.domain or "ai.onnx" for o in g.opset_import} >= {"ai.onnx"}
+    assert [o.version for o in g.opset_import if o.domain in ("", "ai.onnx")] == [18]
+
+
+def _fixed_batch(trained, n_rows):
+    split_hist = [np.arange(2, 2 + k) % n_rows for k in (1, 5, 19, 25)]
+    rng = np.random.default_rng(0)
+    split_hist += [rng.integers(2, n_rows, size=n) for n in (3, 12, 20, 40)]
+    split_hist.append(np.array([1, 1, 5]))  # unknown items in the history
+    return left_pad(split_hist, 20)
+
+
+@pytest.mark.parametrize("penalty", [float("-inf"), 0.0])
+def test_onnxruntime_matches_torch(trained, session, penalty):
+    art = read_artifact(trained.version_dir)
+    n_rows = art.item_emb.shape[0]
+    seq = _fixed_batch(trained, n_rows)
+    feeds = {"item_seq": seq, "item_emb": art.item_emb, "item_bias": default_bias(n_rows),
+             "seen_penalty": np.array([penalty], dtype=np.float32)}
+    top_scores, top_ids = session.run(None, feeds)
+    graph = ScoringGraph(trained.result.model.cpu(), top_k=20)
+    with torch.no_grad():
+        ref_scores, ref_ids = graph(*(torch.from_numpy(v) for v in feeds.values()))
+    np.testing.assert_array_equal(top_ids, ref_ids.numpy())
+    np.testing.assert_allclose(top_scores, ref_scores.numpy(), atol=1e-4, rtol=0)
+    assert top_ids.dtype == np.int64 and (np.diff(top_scores, axis=1) <= 0).all()
+    assert (top_ids >= 2).all()  # pad and unknown never recommended
+    # plain torch model scores agree as well (no masking there, so compare the top item's score)
+    with torch.no_grad():
+        full = trained.result.model.score_last(torch.from_numpy(seq)).numpy()
+    rows = np.arange(len(seq))
+    if penalty == 0.0:
+        np.testing.assert_allclose(top_scores[:, 0], full[rows, top_ids[:, 0]], atol=1e-4)
+
+
+def test_seen_items_are_masked_and_catalog_can_grow(trained, session):
+    art = read_artifact(trained.version_dir)
+    n_rows, dim = art.item_emb.shape
+    seq = _fixed_batch(trained, n_rows)
+    base = {"item_seq": seq, "item_emb": art.item_emb, "item_bias": default_bias(n_rows)}
+    _, masked = session.run(None, {**base, "seen_penalty": np.array([-np.inf], np.float32)})
+    _, kept = session.run(None, {**base, "seen_penalty": np.array([0.0], np.float32)})
+    for row in range(len(seq)):
+        assert not set(masked[row]) & set(seq[row].tolist())
+    assert any(set(kept[row]) & set(seq[row].tolist()) for row in range(len(seq)))
+
+    # A new item appended at run time, aligned with the user state, wins without re-export.
+    with torch.no_grad():
+        h = trained.result.model.encode(torch.from_numpy(seq), torch.from_numpy(art.item_emb))
+    new_row = 10.0 * h[0, -1].numpy()[None, :]
+    grown = np.concatenate([art.item_emb, new_row]).astype(np.float32)
+    _, ids = session.run(None, {"item_seq": seq, "item_emb": grown,
+                                "item_bias": default_bias(n_rows + 1),
+                                "seen_penalty": np.array([-np.inf], np.float32)})
+    assert ids[0, 0] == n_rows  # the new row's id
+
+    bias = default_bias(n_rows)
+    bias[masked[0, 0]] = -np.inf  # unavailable item
+    _, ids = session.run(None, {**base, "item_bias": bias,
+                                "seen_penalty": np.array([-np.inf], np.float32)})
+    assert masked[0, 0] not in ids[0]
