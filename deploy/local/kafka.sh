@@ -38,6 +38,10 @@ SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
 POM="$SCRIPT_DIR/pom.xml"
 
+SERVICE=kafka
+# shellcheck source=SCRIPTDIR/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
 KAFKA_PORT=${KAFKA_PORT:-9092}
 KAFKA_CONTROLLER_PORT=${KAFKA_CONTROLLER_PORT:-$((KAFKA_PORT + 1))}
 KAFKA_HEAP_OPTS=${KAFKA_HEAP_OPTS:--Xmx512m -Xms256m}
@@ -73,11 +77,6 @@ else
   JAVA=java
   JAVAC=javac
 fi
-
-log() { printf 'kafka: %s\n' "$*"; }
-die() { printf 'kafka: error: %s\n' "$*" >&2; exit 1; }
-
-now_ms() { date +%s%3N; }
 
 require_tools() {
   command -v "$JAVA" >/dev/null 2>&1 ||
@@ -196,24 +195,10 @@ kafka_answers() (
   [[ $hex == ????????0000002a0000 ]]
 ) 2>/dev/null
 
-port_open() ( exec 3<>"/dev/tcp/127.0.0.1/$1" ) 2>/dev/null
-
 # Pid from the pid file if that process is alive and really our broker.
-broker_pid() {
-  local pid
-  [[ -f $PID_FILE ]] || return 1
-  pid=$(cat "$PID_FILE" 2>/dev/null) || return 1
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "kafka.Kafka $CONFIG_FILE" || return 1
-  printf '%s\n' "$pid"
-}
+broker_pid() { pid_from_file "$PID_FILE" "kafka.Kafka $CONFIG_FILE"; }
 
-with_lock() {
-  mkdir -p "$VAR_DIR"
-  exec 9>"$LOCK_FILE"
-  flock -w 180 9 || die "another kafka.sh is holding $LOCK_FILE"
-}
+with_lock() { take_lock "$LOCK_FILE" 180; }
 
 # --- config -----------------------------------------------------------------
 
@@ -390,12 +375,11 @@ cmd_start() {
     printf '%s\n' "$pid" >"$PID_FILE"
   fi
   wait_ready "$pid" "$t0"
-  local ms=$(($(now_ms) - t0))
-  log "ready on 127.0.0.1:$KAFKA_PORT (pid $pid); startup took $((ms / 1000)).$(((ms % 1000) / 100)) s"
+  log "ready on 127.0.0.1:$KAFKA_PORT (pid $pid); startup took $(elapsed_s "$t0") s"
 }
 
 cmd_stop() {
-  local pid waited=0
+  local pid
   with_lock
   if ! pid=$(broker_pid); then
     rm -f "$PID_FILE"
@@ -406,38 +390,14 @@ cmd_stop() {
     fi
     return 0
   fi
-  log "stopping broker (pid $pid) ..."
-  kill -TERM "$pid" 2>/dev/null || true
-  while kill -0 "$pid" 2>/dev/null; do
-    if ((waited >= KAFKA_STOP_TIMEOUT * 10)); then
-      log "still alive after ${KAFKA_STOP_TIMEOUT}s; sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      break
-    fi
-    sleep 0.1
-    waited=$((waited + 1))
-  done
-  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-  rm -f "$PID_FILE"
-  log "stopped"
+  stop_process broker "$pid" "$KAFKA_STOP_TIMEOUT" "$PID_FILE"
 }
 
-cmd_logs() {
-  [[ -f $LOG_FILE ]] || die "no log yet at $LOG_FILE"
-  if [[ ${1:-} == -f ]]; then
-    exec tail -n 100 -F "$LOG_FILE"
-  fi
-  tail -n "${KAFKA_LOG_LINES:-200}" "$LOG_FILE"
-}
+cmd_logs() { show_log "$LOG_FILE" "${KAFKA_LOG_LINES:-200}" "$@"; }
 
 cmd_reset() {
   cmd_stop
-  log "deleting $STATE_DIR"
-  rm -rf "$STATE_DIR"
-}
-
-usage() {
-  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
+  delete_state "$STATE_DIR"
 }
 
 main() {

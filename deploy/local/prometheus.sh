@@ -34,6 +34,10 @@ set -euo pipefail
 SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 REPO_ROOT=$(cd "$SCRIPT_DIR/../.." && pwd)
 
+SERVICE=prometheus
+# shellcheck source=SCRIPTDIR/common.sh
+source "$(dirname "${BASH_SOURCE[0]}")/common.sh"
+
 PROMETHEUS_PORT=${PROMETHEUS_PORT:-9090}
 PROMETHEUS_CONFIG=${PROMETHEUS_CONFIG:-$REPO_ROOT/deploy/prometheus/prometheus-local.yml}
 PROMETHEUS_RETENTION=${PROMETHEUS_RETENTION:-7d}
@@ -50,15 +54,9 @@ LOCK_FILE="$VAR_DIR/.prometheus.lock"
 PROMETHEUS_BIN=/usr/bin/prometheus
 PROMTOOL_BIN=/usr/bin/promtool
 
-log() { printf 'prometheus: %s\n' "$*"; }
-die() { printf 'prometheus: error: %s\n' "$*" >&2; exit 1; }
-now_ms() { date +%s%3N; }
-
 base_url() { printf 'http://127.0.0.1:%s' "$PROMETHEUS_PORT"; }
 
 is_ready() { curl -fsS --max-time 2 -o /dev/null "$(base_url)/-/ready" 2>/dev/null; }
-
-port_open() ( exec 3<>"/dev/tcp/127.0.0.1/$1" ) 2>/dev/null
 
 require_curl() {
   command -v curl >/dev/null 2>&1 || die "curl not found: install it (e.g. 'apt-get install -y curl')."
@@ -113,21 +111,9 @@ install_prometheus() {
 # --- process helpers ----------------------------------------------------------
 
 # Pid from the pid file if that process is alive and really our server.
-server_pid() {
-  local pid
-  [[ -f $PID_FILE ]] || return 1
-  pid=$(cat "$PID_FILE" 2>/dev/null) || return 1
-  [[ $pid =~ ^[0-9]+$ ]] || return 1
-  kill -0 "$pid" 2>/dev/null || return 1
-  tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q -- "--storage.tsdb.path=$DATA_DIR" || return 1
-  printf '%s\n' "$pid"
-}
+server_pid() { pid_from_file "$PID_FILE" "--storage.tsdb.path=$DATA_DIR"; }
 
-with_lock() {
-  mkdir -p "$VAR_DIR"
-  exec 9>"$LOCK_FILE"
-  flock -w 120 9 || die "another prometheus.sh is holding $LOCK_FILE"
-}
+with_lock() { take_lock "$LOCK_FILE" 120; }
 
 parse_start_args() {
   while [[ $# -gt 0 ]]; do
@@ -199,12 +185,11 @@ cmd_start() {
     fi
     sleep 0.2
   done
-  local ms=$(($(now_ms) - t0))
-  log "ready on 127.0.0.1:$PROMETHEUS_PORT (pid $pid); startup took $((ms / 1000)).$(((ms % 1000) / 100)) s"
+  log "ready on 127.0.0.1:$PROMETHEUS_PORT (pid $pid); startup took $(elapsed_s "$t0") s"
 }
 
 cmd_stop() {
-  local pid waited=0
+  local pid
   with_lock
   if ! pid=$(server_pid); then
     rm -f "$PID_FILE"
@@ -215,20 +200,7 @@ cmd_stop() {
     fi
     return 0
   fi
-  log "stopping server (pid $pid) ..."
-  kill -TERM "$pid" 2>/dev/null || true
-  while kill -0 "$pid" 2>/dev/null; do
-    if ((waited >= PROMETHEUS_STOP_TIMEOUT * 10)); then
-      log "still alive after ${PROMETHEUS_STOP_TIMEOUT}s; sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-      break
-    fi
-    sleep 0.1
-    waited=$((waited + 1))
-  done
-  while kill -0 "$pid" 2>/dev/null; do sleep 0.1; done
-  rm -f "$PID_FILE"
-  log "stopped"
+  stop_process server "$pid" "$PROMETHEUS_STOP_TIMEOUT" "$PID_FILE"
 }
 
 cmd_status() {
@@ -265,22 +237,11 @@ cmd_reload() {
   log "config reloaded"
 }
 
-cmd_logs() {
-  [[ -f $LOG_FILE ]] || die "no log yet at $LOG_FILE"
-  if [[ ${1:-} == -f ]]; then
-    exec tail -n 100 -F "$LOG_FILE"
-  fi
-  tail -n "${PROMETHEUS_LOG_LINES:-200}" "$LOG_FILE"
-}
+cmd_logs() { show_log "$LOG_FILE" "${PROMETHEUS_LOG_LINES:-200}" "$@"; }
 
 cmd_reset() {
   cmd_stop
-  log "deleting $STATE_DIR"
-  rm -rf "$STATE_DIR"
-}
-
-usage() {
-  sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
+  delete_state "$STATE_DIR"
 }
 
 main() {
