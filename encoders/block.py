@@ -1,0 +1,55 @@
+"""One SASRec Transformer block: pre-norm causal self-attention + point-wise feed-forward."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import nn
+
+
+class SASRecBlock(nn.Module):
+    """Pre-LayerNorm Transformer block with an explicit attention mask.
+
+    Args:
+        dim: hidden size.
+        n_heads: attention heads (must divide ``dim``).
+        dropout: dropout on attention weights and on both residual branches.
+    """
+
+    def __init__(self, dim: int, n_heads: int, dropout: float) -> None:
+        super().__init__()
+        self.n_heads = n_heads
+        self.head_dim = dim // n_heads
+        self.attn_norm = nn.LayerNorm(dim)
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.out = nn.Linear(dim, dim)
+        self.attn_dropout = nn.Dropout(dropout)
+        self.ffn_norm = nn.LayerNorm(dim)
+        self.ffn = nn.Sequential(
+            nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim)
+        )
+        self.dropout = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+        """Applies the block.
+
+        Args:
+            x: hidden states ``[B, L, D]``.
+            allowed: ``[B, 1, L, L]`` bool, True where query ``i`` may attend to key ``j``
+                (causal, non-padding keys, and always itself so no row is empty).
+
+        Returns:
+            New hidden states ``[B, L, D]``.
+        """
+        b, length, d = x.shape
+        q, k, v = self.qkv(self.attn_norm(x)).chunk(3, dim=-1)  # 3 x [B, L, D]
+        q = q.view(b, length, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, L, Dh]
+        k = k.view(b, length, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, L, Dh]
+        v = v.view(b, length, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, L, Dh]
+        att = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # [B, H, L, L]
+        att = att.masked_fill(~allowed, float("-inf")).softmax(dim=-1)  # [B, H, L, L]
+        ctx = self.attn_dropout(att) @ v  # [B, H, L, Dh]
+        ctx = ctx.transpose(1, 2).reshape(b, length, d)  # [B, L, D]
+        x = x + self.dropout(self.out(ctx))  # [B, L, D]
+        return x + self.dropout(self.ffn(self.ffn_norm(x)))  # [B, L, D]

@@ -1,0 +1,158 @@
+"""Command line: ``train``, ``evaluate`` and ``export`` (also reached as ``streamrec <cmd>``)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from encoders.config import ModelConfig, TrainConfig
+from encoders.data import DataError
+
+logger = logging.getLogger(__name__)
+
+_D_MODEL = ModelConfig()
+_D_TRAIN = TrainConfig()
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("data (exactly one of --events, --sasrec, --ratings)")
+    g.add_argument("--events", type=Path, help="events JSONL (the events topic contract)")
+    g.add_argument("--items", type=Path, help="items JSONL with titles/texts (with --events)")
+    g.add_argument("--sasrec", type=Path, help="SASRec 'user item' file, chronological")
+    g.add_argument("--sasrec-items-map", type=Path,
+                   help="'SAS_ID ORIGINAL_ID' file to attach --movies titles to --sasrec ids")
+    g.add_argument("--ratings", type=Path, help="MovieLens-1M ratings.dat")
+    g.add_argument("--movies", type=Path, help="MovieLens movies.dat (titles and genres)")
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="streamrec", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    t = sub.add_parser("train", help="train SASRec, evaluate, export a new model version")
+    _add_data_args(t)
+    t.add_argument("--out", type=Path, required=True, help="model root (one folder per version)")
+    t.add_argument("--checkpoint-dir", type=Path,
+                   help="where the training checkpoint goes (default: <out>-checkpoints)")
+    t.add_argument("--epochs", type=int, default=_D_TRAIN.epochs)
+    t.add_argument("--max-len", type=int, default=_D_MODEL.max_len)
+    t.add_argument("--dim", type=int, default=_D_MODEL.dim)
+    t.add_argument("--layers", type=int, default=_D_MODEL.n_layers)
+    t.add_argument("--heads", type=int, default=_D_MODEL.n_heads)
+    t.add_argument("--dropout", type=float, default=_D_MODEL.dropout)
+    t.add_argument("--lr", type=float, default=_D_TRAIN.lr)
+    t.add_argument("--weight-decay", type=float, default=_D_TRAIN.weight_decay)
+    t.add_argument("--batch-size", type=int, default=_D_TRAIN.batch_size)
+    t.add_argument("--patience", type=int, default=_D_TRAIN.patience,
+                   help="validations without a better NDCG@10 before stopping")
+    t.add_argument("--eval-every", type=int, default=_D_TRAIN.eval_every)
+    t.add_argument("--loss", choices=("ce", "sampled"), default=_D_TRAIN.loss)
+    t.add_argument("--negatives", type=int, default=_D_TRAIN.n_negatives,
+                   help="negatives per batch for --loss sampled")
+    t.add_argument("--max-minutes", type=float, default=_D_TRAIN.max_minutes,
+                   help="wall-clock budget for training; 0 = none (best weights are kept)")
+    t.add_argument("--seed", type=int, default=_D_TRAIN.seed)
+    t.add_argument("--device", default=_D_TRAIN.device, help="auto, cpu or cuda")
+    t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    t.add_argument("--top-k", type=int, default=_D_TRAIN.top_k, help="items returned by the graph")
+    text = t.add_mutually_exclusive_group()
+    text.add_argument("--text", dest="text", action="store_true", default=None,
+                      help="fuse item text embeddings (default: when items have text)")
+    text.add_argument("--no-text", dest="text", action="store_false")
+    t.add_argument("--text-model", type=Path,
+                   help="local Hugging Face model folder (default: packaged all-MiniLM-L6-v2)")
+    t.add_argument("--no-progress", action="store_true", help="hide progress bars")
+
+    e = sub.add_parser("evaluate", help="ranking metrics of an exported version (onnxruntime)")
+    e.add_argument("--model", type=Path, required=True, help="a model version folder")
+    _add_data_args(e)
+    e.add_argument("--device", default="cpu", help="cpu or cuda (onnxruntime provider)")
+
+    x = sub.add_parser("export", help="publish a new model version from a training checkpoint")
+    x.add_argument("--checkpoint", type=Path, required=True, help="a .pt file written by train")
+    x.add_argument("--out", type=Path, required=True, help="model root")
+    x.add_argument("--top-k", type=int, help="items returned by the graph (default: as trained)")
+    return parser
+
+
+def _source(args: argparse.Namespace):
+    from encoders.pipeline import DataSource
+
+    return DataSource(args.events, args.items, args.sasrec, args.sasrec_items_map, args.movies,
+                      args.ratings)
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from encoders.evaluate import format_table
+    from encoders.pipeline import TextOptions, train_and_export
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model_cfg = ModelConfig(max_len=args.max_len, dim=args.dim, n_layers=args.layers,
+                            n_heads=args.heads, dropout=args.dropout)
+    train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                            weight_decay=args.weight_decay, loss=args.loss,
+                            n_negatives=args.negatives, patience=args.patience,
+                            eval_every=args.eval_every, seed=args.seed, device=args.device,
+                            top_k=args.top_k, max_minutes=args.max_minutes)
+    outcome = train_and_export(
+        _source(args), model_cfg, train_cfg, args.out,
+        text=TextOptions(args.text, args.text_model), checkpoint_dir=args.checkpoint_dir,
+        progress=not args.no_progress,
+    )
+    r = outcome.result
+    print(f"trained {r.epochs_run} epochs in {r.seconds:.1f}s on {r.device} "
+          f"(best epoch {r.best_epoch}, {r.seconds_per_epoch:.2f}s/epoch)")
+    print(f"test: {outcome.metrics['split']}")
+    print(format_table({k: v for k, v in outcome.metrics.items()
+                        if k in ("sasrec", "popularity", "cooccurrence")}))
+    print(f"checkpoint: {outcome.checkpoint}")
+    print(outcome.version_dir)
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from encoders.evaluate import SPLIT_NAME, format_table
+    from encoders.pipeline import evaluate_version
+
+    metrics = evaluate_version(args.model, _source(args), device=args.device)
+    print(f"{args.model}: {SPLIT_NAME} (model through onnxruntime; its mrr is MRR@top_k)")
+    print(format_table(metrics))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from encoders.pipeline import export_checkpoint
+
+    print(export_checkpoint(args.checkpoint, args.out, args.top_k))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Runs a subcommand; ``argv[0]`` is ``train``, ``evaluate`` or ``export``.
+
+    Returns:
+        The process exit status (0 success, 2 bad input).
+    """
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    commands = {"train": _train, "evaluate": _evaluate, "export": _export}
+    try:
+        return commands[args.command](args)
+    except (DataError, FileNotFoundError, ValueError) as e:
+        if args.verbose:
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""Typed, frozen configuration of the SASRec model and of its training run."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from typing import Any, Literal
+
+PAD_ID = 0
+UNK_ID = 1
+FIRST_ITEM_ID = 2
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """SASRec hyper-parameters.
+
+    Attributes:
+        n_rows: rows of the item embedding table (``n_items + 2``: pad, unknown, items);
+            0 = not known yet (filled in from the data before the model is built).
+        max_len: length of the left-padded input sequence.
+        dim: embedding and hidden size.
+        n_layers: Transformer blocks.
+        n_heads: attention heads (must divide ``dim``).
+        dropout: dropout on embeddings, attention weights and feed-forward outputs.
+        text_dim: size of the item text embeddings fused into the item table (0 = no text).
+    """
+
+    n_rows: int = 0
+    max_len: int = 50
+    dim: int = 64
+    n_layers: int = 2
+    n_heads: int = 1
+    dropout: float = 0.2
+    text_dim: int = 0
+
+    def __post_init__(self) -> None:
+        if self.n_rows and self.n_rows < FIRST_ITEM_ID + 1:
+            raise ValueError("the model needs at least one catalog item (n_rows >= 3)")
+        if min(self.max_len, self.dim, self.n_layers, self.n_heads) < 1:
+            raise ValueError("max_len, dim, n_layers and n_heads must be positive")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+        if self.dim % self.n_heads:
+            raise ValueError(f"dim={self.dim} must be a multiple of n_heads={self.n_heads}")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the config as a JSON-friendly dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
+        """Builds a config from :meth:`to_dict` output (unknown keys are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Training hyper-parameters.
+
+    Attributes:
+        epochs: maximum number of epochs.
+        batch_size: users per batch.
+        lr: AdamW learning rate.
+        weight_decay: AdamW weight decay.
+        loss: ``"ce"`` (full softmax over the catalog) or ``"sampled"`` (sampled softmax).
+        n_negatives: shared uniform negatives per batch for the sampled softmax.
+        patience: stop after this many evaluations without a better validation NDCG@10.
+        eval_every: validate every this many epochs.
+        id_dropout: probability to drop an item's id embedding (text-only row) per batch, so
+            the text projection alone is a usable cold-start embedding. Only with text.
+        unk_prob: probability to replace an input item by the unknown id, so row 1 is trained.
+        seed: random seed (model init, shuffling, dropout).
+        device: ``"auto"`` (CUDA when available), ``"cpu"`` or ``"cuda"``.
+        top_k: number of items the exported graph returns.
+        max_minutes: stop after the epoch that crosses this wall-clock budget (0 = no limit);
+            the best validated weights are kept as usual.
+    """
+
+    epochs: int = 200
+    batch_size: int = 64
+    lr: float = 2e-3
+    weight_decay: float = 0.0
+    loss: Literal["ce", "sampled"] = "ce"
+    n_negatives: int = 256
+    patience: int = 10
+    eval_every: int = 1
+    id_dropout: float = 0.1
+    unk_prob: float = 0.01
+    seed: int = 42
+    device: str = "auto"
+    top_k: int = 100
+    max_minutes: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.loss not in ("ce", "sampled"):
+            raise ValueError(f"loss must be 'ce' or 'sampled', not {self.loss!r}")
+        if self.epochs < 1 or self.batch_size < 1 or self.top_k < 1:
+            raise ValueError("epochs, batch_size and top_k must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the config as a JSON-friendly dict."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
+        """Builds a config from :meth:`to_dict` output (unknown keys are ignored)."""
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})

@@ -1,0 +1,246 @@
+"""Loaders: our events JSONL, SASRec ``user item`` files and MovieLens-1M raw files."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+logger = logging.getLogger(__name__)
+
+
+class DataError(ValueError):
+    """An input file is missing, empty or malformed; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ItemInfo:
+    """Catalog metadata of one item (external id)."""
+
+    item_id: str
+    title: str = ""
+    text: str = ""
+    category: str = ""
+
+    @property
+    def full_text(self) -> str:
+        """Text fed to the text encoder: title, category and description."""
+        parts = [self.title, self.category, self.text]
+        return ". ".join(p for p in parts if p)
+
+
+@dataclass(frozen=True)
+class Interactions:
+    """Chronological item sequences per user, plus optional item metadata.
+
+    Attributes:
+        source: short description of where the data came from (for the manifest).
+        user_ids: external user ids, one per sequence.
+        sequences: external item ids per user, oldest first.
+        items: item metadata by external id; may list items that no user touched.
+    """
+
+    source: str
+    user_ids: tuple[str, ...]
+    sequences: tuple[tuple[str, ...], ...]
+    items: dict[str, ItemInfo] = field(default_factory=dict)
+
+    @property
+    def n_events(self) -> int:
+        """Total number of interactions."""
+        return sum(len(s) for s in self.sequences)
+
+    def with_items(self, items: dict[str, ItemInfo]) -> Interactions:
+        """Returns a copy with the given item metadata."""
+        return Interactions(self.source, self.user_ids, self.sequences, items)
+
+
+def _check_file(path: str | Path, what: str, flag: str) -> Path:
+    p = Path(path)
+    if not p.is_file():
+        raise DataError(f"{what} file {p} does not exist; pass an existing file with {flag}.")
+    if p.stat().st_size == 0:
+        raise DataError(f"{what} file {p} is empty; give {flag} a file with at least one line.")
+    return p
+
+
+def _parse_ts(value: object, where: str) -> float:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            pass
+        try:
+            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
+        except ValueError:
+            pass
+    raise DataError(f"{where}: 'ts' must be epoch seconds or ISO-8601, got {value!r}.")
+
+
+def _group(rows: list[tuple[str, float, int, str]], source: str) -> Interactions:
+    """Groups ``(user, ts, order, item)`` rows into chronological sequences."""
+    by_user: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
+    for user, ts, order, item in rows:
+        by_user[user].append((ts, order, item))
+    users = sorted(by_user, key=_natural_key)
+    seqs = tuple(tuple(item for _, _, item in sorted(by_user[u])) for u in users)
+    return Interactions(source, tuple(users), seqs)
+
+
+def _natural_key(s: str) -> tuple[int, int | str]:
+    digits = s.lstrip("ui")
+    return (0, int(digits)) if digits.isdigit() else (1, s)
+
+
+def load_items_jsonl(path: str | Path) -> dict[str, ItemInfo]:
+    """Reads an ``items.jsonl`` catalog (``item_id``, ``title``, ``text``, ``category``).
+
+    Later lines for the same ``item_id`` replace earlier ones (like a compacted topic).
+    """
+    p = _check_file(path, "Items", "--items")
+    items: dict[str, ItemInfo] = {}
+    with p.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                item_id = str(d["item_id"])
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise DataError(f"{p}:{n}: not an item record with an 'item_id' ({e}).") from e
+            items[item_id] = ItemInfo(
+                item_id,
+                str(d.get("title") or ""),
+                str(d.get("text") or ""),
+                str(d.get("category") or ""),
+            )
+    return items
+
+
+def load_events_jsonl(
+    events_path: str | Path,
+    items_path: str | Path | None = None,
+    event_types: frozenset[str] | None = None,
+) -> Interactions:
+    """Reads our ``events`` JSONL log into per-user chronological sequences.
+
+    Args:
+        events_path: one JSON event per line (``user_id``, ``item_id``, ``ts``, ...).
+        items_path: optional ``items.jsonl`` with titles and texts.
+        event_types: keep only these event types (default: all).
+
+    Returns:
+        The interactions; events with a repeated ``event_id`` are counted once, ties in ``ts``
+        keep file order.
+    """
+    p = _check_file(events_path, "Events", "--events")
+    rows: list[tuple[str, float, int, str]] = []
+    seen_ids: set[str] = set()
+    with p.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                user, item = str(d["user_id"]), str(d["item_id"])
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise DataError(
+                    f"{p}:{n}: not an event with 'user_id' and 'item_id' ({e}); "
+                    "see the events topic contract in DESIGN.md."
+                ) from e
+            if event_types is not None and d.get("event_type") not in event_types:
+                continue
+            event_id = d.get("event_id")
+            if event_id is not None:
+                if event_id in seen_ids:
+                    continue
+                seen_ids.add(event_id)
+            rows.append((user, _parse_ts(d.get("ts", n), f"{p}:{n}"), n, item))
+    if not rows:
+        raise DataError(f"Events file {p} has no usable events; check --events.")
+    data = _group(rows, f"events:{p.name}")
+    if items_path is not None:
+        data = data.with_items(load_items_jsonl(items_path))
+    return data
+
+
+def load_sasrec(
+    path: str | Path,
+    items_map: str | Path | None = None,
+    movies: str | Path | None = None,
+) -> Interactions:
+    """Reads a SASRec-format file: ``user item`` per line, each user's items chronological.
+
+    Args:
+        path: the ``user item`` file (e.g. SASRec's ``ml-1m.txt``).
+        items_map: optional ``SAS_ID ORIGINAL_ID`` file mapping item ids to MovieLens ids.
+        movies: optional MovieLens ``movies.dat`` (needs ``items_map``) for titles and genres.
+    """
+    p = _check_file(path, "SASRec", "--sasrec")
+    rows: list[tuple[str, float, int, str]] = []
+    with p.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            parts = line.split()
+            if not parts:
+                continue
+            if len(parts) < 2:
+                raise DataError(f"{p}:{n}: expected 'user item', got {line.strip()!r}.")
+            rows.append((parts[0], float(n), n, parts[1]))
+    if not rows:
+        raise DataError(f"SASRec file {p} has no 'user item' lines; check --sasrec.")
+    data = _group(rows, f"sasrec:{p.name}")
+    if movies is not None:
+        if items_map is None:
+            raise DataError("--movies with --sasrec needs --sasrec-items-map to map item ids.")
+        titles = load_movies(movies)
+        m = _check_file(items_map, "Item map", "--sasrec-items-map")
+        items = {}
+        for line in m.read_text(encoding="utf-8").splitlines():
+            parts = line.split()
+            if len(parts) >= 2 and parts[1] in titles:
+                info = titles[parts[1]]
+                items[parts[0]] = ItemInfo(parts[0], info.title, info.text, info.category)
+        data = data.with_items(items)
+    return data
+
+
+def load_movies(path: str | Path) -> dict[str, ItemInfo]:
+    """Reads MovieLens ``movies.dat`` (latin-1, ``MovieID::Title::Genres``), keyed by MovieID."""
+    p = _check_file(path, "Movies", "--movies")
+    items = {}
+    for line in p.read_text(encoding="latin-1").splitlines():
+        parts = line.split("::")
+        if len(parts) != 3:
+            continue
+        movie_id, title, genres = parts
+        items[movie_id] = ItemInfo(movie_id, title, "", genres.replace("|", ", "))
+    return items
+
+
+def load_movielens_ratings(ratings: str | Path, movies: str | Path | None = None) -> Interactions:
+    """Reads MovieLens-1M ``ratings.dat`` (``UserID::MovieID::Rating::Timestamp``).
+
+    Every rating counts as an interaction; each user's items are sorted by timestamp (ties keep
+    file order).
+    """
+    p = _check_file(ratings, "Ratings", "--ratings")
+    rows: list[tuple[str, float, int, str]] = []
+    with p.open(encoding="latin-1") as f:
+        for n, line in enumerate(f, 1):
+            parts = line.strip().split("::")
+            if len(parts) < 4:
+                if line.strip():
+                    raise DataError(f"{p}:{n}: expected UserID::MovieID::Rating::Timestamp.")
+                continue
+            rows.append((parts[0], float(parts[3]), n, parts[1]))
+    if not rows:
+        raise DataError(f"Ratings file {p} has no ratings; check --ratings.")
+    data = _group(rows, f"movielens:{p.name}")
+    if movies is not None:
+        data = data.with_items(load_movies(movies))
+    return data

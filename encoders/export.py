@@ -1,0 +1,207 @@
+"""ONNX export: SASRec user encoder + scorer + seen-item masking + top-k in one graph."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from encoders.artifact import (
+    INPUTS,
+    ITEM_EMB_FILE,
+    ITEMS_FILE,
+    MODEL_FILE,
+    OPSET,
+    OUTPUTS,
+    TEXT_EMB_FILE,
+    TEXT_PROJ_FILE,
+    new_tmp_dir,
+    publish,
+)
+from encoders.config import FIRST_ITEM_ID, PAD_ID, UNK_ID
+from encoders.sasrec import SASRec
+from encoders.vocab import Vocabulary
+
+logger = logging.getLogger(__name__)
+
+
+class ScoringGraph(nn.Module):
+    """What ``model.onnx`` computes; the item table is an input, not a weight.
+
+    Args:
+        model: a trained SASRec (put in eval mode).
+        top_k: number of items returned per user.
+    """
+
+    def __init__(self, model: SASRec, top_k: int) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.top_k = top_k
+
+    def forward(
+        self,
+        item_seq: torch.Tensor,
+        item_emb: torch.Tensor,
+        item_bias: torch.Tensor,
+        seen_penalty: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores and ranks the catalog.
+
+        Args:
+            item_seq: ``[B, L]`` int64 left-padded internal ids.
+            item_emb: ``[N, D]`` float32 item table (input embedding and scorer).
+            item_bias: ``[N]`` float32 added to every score (-inf: never recommend).
+            seen_penalty: ``[1]`` float32 added per occurrence to each item of ``item_seq``.
+
+        Returns:
+            ``top_scores`` ``[B, K]`` descending and ``top_ids`` ``[B, K]`` int64.
+        """
+        h = self.model.encode(item_seq, item_emb)[:, -1, :]  # [B, D] newest position
+        scores = h @ item_emb.T + item_bias  # [B, N]
+        penalty = torch.zeros_like(item_seq, dtype=scores.dtype) + seen_penalty  # [B, L]
+        scores = scores.scatter_add(1, item_seq, penalty)  # [B, N]
+        top_scores, top_ids = torch.topk(scores, self.top_k, dim=1)  # [B, K], [B, K]
+        return top_scores, top_ids
+
+
+def item_table(model: SASRec) -> np.ndarray:
+    """The exported ``item_emb``: float32 ``[n_rows, dim]``, row 0 zero."""
+    model.eval()
+    with torch.no_grad():
+        table = model.item_table().detach().float().cpu().numpy().copy()
+    table[PAD_ID] = 0.0
+    return table
+
+
+def default_bias(n_rows: int) -> np.ndarray:
+    """``item_bias`` that never recommends pad and unknown: float32 ``[n_rows]``."""
+    bias = np.zeros(n_rows, dtype=np.float32)
+    bias[[PAD_ID, UNK_ID]] = -np.inf
+    return bias
+
+
+def export_onnx(model: SASRec, path: str | Path, top_k: int, dynamo: bool = True) -> None:
+    """Writes the scoring graph to ``path`` (opset 18, dynamic axes ``batch`` and ``n_rows``).
+
+    Args:
+        model: trained SASRec (moved to CPU for export).
+        path: output file.
+        top_k: items per user in the outputs (at most ``n_items``).
+        dynamo: use the torch.export-based exporter (default: a compact graph with static
+            ``top_k`` output shapes); False uses the legacy TorchScript exporter (faster export,
+            larger graph).
+    """
+    model = model.to("cpu").eval()
+    cfg = model.config
+    graph = ScoringGraph(model, top_k).eval()
+    n_rows = cfg.n_rows
+    seq = torch.randint(FIRST_ITEM_ID, n_rows, (2, cfg.max_len), dtype=torch.int64)
+    seq[0, : cfg.max_len // 2] = PAD_ID
+    args = (
+        seq,
+        torch.from_numpy(item_table(model)),
+        torch.from_numpy(default_bias(n_rows)),
+        torch.tensor([float("-inf")]),
+    )
+    kwargs: dict[str, Any] = {
+        "input_names": list(INPUTS),
+        "output_names": list(OUTPUTS),
+        "opset_version": OPSET,
+        "dynamo": dynamo,
+    }
+    if dynamo:
+        batch, rows = torch.export.Dim("batch"), torch.export.Dim("n_rows")
+        kwargs["dynamic_shapes"] = {
+            "item_seq": {0: batch}, "item_emb": {0: rows}, "item_bias": {0: rows},
+            "seen_penalty": None,
+        }
+        kwargs["external_data"] = False
+        kwargs["verbose"] = False
+    else:
+        kwargs["dynamic_axes"] = {
+            "item_seq": {0: "batch"}, "item_emb": {0: "n_rows"}, "item_bias": {0: "n_rows"},
+            "top_scores": {0: "batch"}, "top_ids": {0: "batch"},
+        }
+    registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registry_log.level
+    registry_log.setLevel(logging.ERROR)  # "torchvision is not installed" noise
+    try:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore", category=DeprecationWarning)
+            warnings.filterwarnings("ignore", message=".*axis name.*will not be used.*")
+            torch.onnx.export(graph, args, str(path), **kwargs)
+    finally:
+        registry_log.setLevel(level)
+
+
+def write_artifact(
+    model: SASRec,
+    vocab: Vocabulary,
+    model_root: str | Path,
+    *,
+    top_k: int,
+    training: dict[str, Any],
+    metrics: dict[str, Any],
+    extra_config: dict[str, Any] | None = None,
+    text_model: str | None = None,
+) -> Path:
+    """Writes a complete model version into ``model_root`` (``.tmp-*`` then rename).
+
+    Args:
+        model: the trained model.
+        vocab: its item vocabulary (``items.tsv``).
+        model_root: the folder holding one sub-folder per version.
+        top_k: items returned by the graph (capped at ``n_items``).
+        training: the manifest's ``training`` summary.
+        metrics: the manifest's ``metrics``.
+        extra_config: more hyper-parameters for the manifest's ``config`` (training ones).
+        text_model: name or path of the text model when the model uses text embeddings.
+
+    Returns:
+        The published version folder.
+    """
+    cfg = model.config
+    if vocab.n_rows != cfg.n_rows:
+        raise ValueError(f"vocabulary has {vocab.n_rows} rows, the model {cfg.n_rows}")
+    top_k = min(top_k, vocab.n_items)
+    tmp = new_tmp_dir(model_root)
+    try:
+        export_onnx(model, tmp / MODEL_FILE, top_k)
+        np.save(tmp / ITEM_EMB_FILE, item_table(model))
+        vocab.write_tsv(tmp / ITEMS_FILE)
+        text = None
+        if cfg.text_dim:
+            np.save(tmp / TEXT_EMB_FILE, model.text_emb.detach().cpu().numpy().astype(np.float32))
+            np.savez(
+                tmp / TEXT_PROJ_FILE,
+                weight=model.text_proj.weight.detach().cpu().numpy().T.astype(np.float32),
+                bias=model.text_proj.bias.detach().cpu().numpy().astype(np.float32),
+            )
+            text = {"model": text_model or "", "dim": cfg.text_dim, "emb_file": TEXT_EMB_FILE,
+                    "proj_file": TEXT_PROJ_FILE}
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    manifest = {
+        "model_type": "sasrec",
+        "opset": OPSET,
+        "inputs": list(INPUTS),
+        "outputs": list(OUTPUTS),
+        "max_len": cfg.max_len,
+        "pad_id": PAD_ID,
+        "unk_id": UNK_ID,
+        "n_items": vocab.n_items,
+        "dim": cfg.dim,
+        "top_k": top_k,
+        "text": text,
+        "config": {**cfg.to_dict(), **(extra_config or {})},
+        "training": training,
+        "metrics": metrics,
+    }
+    return publish(tmp, manifest)

@@ -1,0 +1,249 @@
+"""Workflows behind the CLI: train -> evaluate -> export, evaluate an artifact, re-export."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from encoders.artifact import read_artifact
+from encoders.checkpoint import Checkpoint, default_checkpoint_dir, load_checkpoint, save_checkpoint
+from encoders.config import FIRST_ITEM_ID, ModelConfig, TrainConfig
+from encoders.data import (
+    DataError,
+    Interactions,
+    load_events_jsonl,
+    load_movielens_ratings,
+    load_sasrec,
+)
+from encoders.evaluate import (
+    SPLIT_NAME,
+    evaluate_baselines,
+    evaluate_scorer,
+    metrics_from_ranks,
+    model_scorer,
+)
+from encoders.export import default_bias, write_artifact
+from encoders.split import Split, leave_last_out, left_pad
+from encoders.train import TrainResult, build_model, resolve_device, seed_everything, train_model
+from encoders.vocab import Vocabulary
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where interactions come from: exactly one of ``events``, ``sasrec`` or ``ratings``."""
+
+    events: Path | None = None
+    items: Path | None = None
+    sasrec: Path | None = None
+    sasrec_items_map: Path | None = None
+    movies: Path | None = None
+    ratings: Path | None = None
+
+    def load(self) -> Interactions:
+        """Loads the interactions (and item metadata when given).
+
+        Raises:
+            DataError: when no or several sources are given, or a file is missing or empty.
+        """
+        given = [n for n in ("events", "sasrec", "ratings") if getattr(self, n) is not None]
+        if len(given) != 1:
+            raise DataError("Give exactly one of --events, --sasrec or --ratings.")
+        if self.events is not None:
+            return load_events_jsonl(self.events, self.items)
+        if self.sasrec is not None:
+            return load_sasrec(self.sasrec, self.sasrec_items_map, self.movies)
+        return load_movielens_ratings(self.ratings, self.movies)  # type: ignore[arg-type]
+
+
+@dataclass(frozen=True)
+class TextOptions:
+    """Item text embeddings: ``enabled`` None = on when the catalog has text."""
+
+    enabled: bool | None = None
+    model_path: Path | None = None
+    batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class TrainOutcome:
+    """What ``train`` produced."""
+
+    version_dir: Path
+    checkpoint: Path
+    metrics: dict[str, Any]
+    result: TrainResult
+
+
+def item_texts(data: Interactions, vocab: Vocabulary) -> list[str]:
+    """Text of every vocabulary item (``title. category. text``; empty when unknown)."""
+    return [data.items[i].full_text if i in data.items else "" for i in vocab.item_ids]
+
+
+def _use_text(data: Interactions, opts: TextOptions) -> bool:
+    has_text = any(info.full_text for info in data.items.values())
+    if opts.enabled is None:
+        return has_text
+    if opts.enabled and not has_text:
+        raise DataError(
+            "--text needs item titles or texts: pass --items (events), --sasrec-items-map with "
+            "--movies (SASRec) or --movies (ratings), or use --no-text."
+        )
+    return opts.enabled
+
+
+def text_embeddings(
+    texts: list[str], opts: TextOptions, device: str, progress: bool
+) -> tuple[np.ndarray, str]:
+    """Embeds item texts into a ``[n_items + 2, text_dim]`` table (zero rows without text).
+
+    Returns:
+        The table and the text model's path (for the manifest).
+    """
+    from encoders.text import TextEncoder
+
+    enc = TextEncoder(opts.model_path, device=device)
+    table = np.zeros((len(texts) + FIRST_ITEM_ID, enc.dim), dtype=np.float32)
+    which = [k for k, t in enumerate(texts) if t]
+    if which:
+        emb = enc.encode([texts[k] for k in which], batch_size=opts.batch_size, progress=progress)
+        table[np.asarray(which) + FIRST_ITEM_ID] = emb
+    return table, str(enc.path)
+
+
+def prepare(data: Interactions, use_text: bool) -> tuple[Vocabulary, Split]:
+    """Vocabulary and leave-last-out split of internal-id sequences."""
+    vocab = Vocabulary.build(data, include_catalog_only=use_text)
+    return vocab, leave_last_out([vocab.encode_seq(s) for s in data.sequences])
+
+
+def train_and_export(
+    source: DataSource,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    model_root: str | Path,
+    text: TextOptions = TextOptions(),
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+) -> TrainOutcome:
+    """Loads data, trains SASRec, evaluates it and both baselines on the test split, saves a
+    checkpoint and publishes a new artifact version under ``model_root``.
+
+    Args:
+        source: the interactions.
+        model_config: hyper-parameters (``n_rows`` and ``text_dim`` are set from the data).
+        train_config: training settings.
+        model_root: folder of model versions.
+        text: text embedding options.
+        checkpoint_dir: where ``<version>.pt`` goes (default ``<model_root>-checkpoints``).
+        progress: show progress bars.
+    """
+    data = source.load()
+    use_text = _use_text(data, text)
+    vocab, split = prepare(data, use_text)
+    if len(split.valid) == 0:
+        raise DataError("No user has 3 or more events, so there is nothing to validate on; "
+                        "give more events per user.")
+    logger.info("data %s: %d users, %d items, %d events", data.source, len(data.user_ids),
+                vocab.n_items, data.n_events)
+    text_emb, text_model = None, None
+    device = str(resolve_device(train_config.device))
+    if use_text:
+        text_emb, text_model = text_embeddings(item_texts(data, vocab), text, device, progress)
+    cfg = dataclasses.replace(
+        model_config, n_rows=vocab.n_rows,
+        text_dim=0 if text_emb is None else int(text_emb.shape[1]),
+    )
+    seed_everything(train_config.seed)
+    model = build_model(cfg, split.train, text_emb)
+    result = train_model(model, split, train_config, progress=progress)
+    metrics: dict[str, Any] = {
+        "split": SPLIT_NAME,
+        "sasrec": evaluate_scorer(model_scorer(result.model, result.device), split.test),
+        **evaluate_baselines(split, vocab.n_rows, "test"),
+        "valid_sasrec": result.best_valid,
+    }
+    training = {
+        "data": data.source,
+        "n_users": len(data.user_ids),
+        "n_items": vocab.n_items,
+        "n_events": data.n_events,
+        "epochs": result.epochs_run,
+        "best_epoch": result.best_epoch,
+        "seconds": round(result.seconds, 2),
+        "seconds_per_epoch": round(result.seconds_per_epoch, 3),
+        "device": result.device,
+        "seed": train_config.seed,
+    }
+    ckpt = Checkpoint(result.model.cpu(), vocab, train_config, training, metrics, text_model)
+    version = write_artifact(
+        ckpt.model, vocab, model_root, top_k=train_config.top_k, training=training,
+        metrics=metrics, extra_config=_train_summary(train_config), text_model=text_model,
+    )
+    ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(model_root)
+    ckpt_path = save_checkpoint(ckpt_dir / f"{version.name}.pt", ckpt)
+    return TrainOutcome(version, ckpt_path, metrics, result)
+
+
+def _train_summary(cfg: TrainConfig) -> dict[str, Any]:
+    keep = ("epochs", "batch_size", "lr", "weight_decay", "loss", "n_negatives", "patience",
+            "eval_every", "id_dropout", "unk_prob", "max_minutes")
+    return {k: v for k, v in cfg.to_dict().items() if k in keep}
+
+
+def export_checkpoint(
+    checkpoint: str | Path, model_root: str | Path, top_k: int | None = None
+) -> Path:
+    """Publishes a new artifact version from a saved checkpoint."""
+    ckpt = load_checkpoint(checkpoint)
+    return write_artifact(
+        ckpt.model, ckpt.vocab, model_root,
+        top_k=top_k or ckpt.train_config.top_k, training=ckpt.training, metrics=ckpt.metrics,
+        extra_config=_train_summary(ckpt.train_config), text_model=ckpt.text_model,
+    )
+
+
+def evaluate_version(
+    version_dir: str | Path, source: DataSource, device: str = "cpu", batch_size: int = 256
+) -> dict[str, dict[str, float]]:
+    """Ranking metrics of an exported artifact (through onnxruntime) and of the baselines.
+
+    The data's item ids are mapped through the artifact's ``items.tsv`` (unknown -> 1). The
+    graph masks the items of its ``max_len`` input; older history items are removed from its
+    ``top_k`` list afterwards. Only ``top_k`` items come back, so ``mrr`` is MRR@top_k here (a
+    target ranked below them counts 0); NDCG@10 and Recall@10 are exact unless more than
+    ``top_k - 10`` old history items crowd the list.
+    """
+    import onnxruntime as ort
+
+    art = read_artifact(version_dir)
+    vocab = Vocabulary(art.item_ids, ("",) * len(art.item_ids))
+    split = leave_last_out([vocab.encode_seq(s) for s in source.load().sequences])
+    providers = ["CPUExecutionProvider"]
+    if device.startswith("cuda"):
+        providers.insert(0, "CUDAExecutionProvider")
+    sess = ort.InferenceSession(str(Path(version_dir) / "model.onnx"), providers=providers)
+    bias = default_bias(vocab.n_rows)
+    penalty = np.array([-np.inf], dtype=np.float32)
+    max_len = int(art.manifest["max_len"])
+    ranks = []
+    test = split.test
+    for start in range(0, len(test), batch_size):
+        seq = left_pad(test.histories[start:start + batch_size], max_len)
+        scores, ids = sess.run(None, {"item_seq": seq, "item_emb": art.item_emb,
+                                      "item_bias": bias, "seen_penalty": penalty})
+        for row, hist in enumerate(test.histories[start:start + batch_size]):
+            # the graph masks the last max_len items; the protocol excludes the whole history
+            keep = np.isfinite(scores[row]) & ~np.isin(ids[row], hist)
+            ranked = ids[row][keep]
+            hit = np.flatnonzero(ranked == test.targets[start + row])
+            ranks.append(float(hit[0]) if hit.size else np.inf)
+    out = {"sasrec": metrics_from_ranks(np.asarray(ranks))}
+    out.update(evaluate_baselines(split, vocab.n_rows, "test"))
+    return out
