@@ -56,6 +56,10 @@ def _parser() -> argparse.ArgumentParser:
     cons.add_argument("--limit", type=int, default=None)
     cons.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
 
+    check = sub.add_parser("check-model", help="validate a model version the way the worker loads it, before a rollout")
+    check.add_argument("path", type=Path, nargs="?", default=None, help="version folder or model root "
+                       "(default: STREAMREC_MODEL_DIR)")
+
     bench = sub.add_parser("bench", help="throughput and latency: per-event vs micro-batched, and engine-only")
     bench.add_argument("--events", type=int, default=10000, help="backlog drained to measure events/s")
     bench.add_argument("--rate", type=float, default=400.0, help="offered events/s for the latency measurement")
@@ -106,11 +110,36 @@ def _run(args: argparse.Namespace) -> int:
         from streams.demo import run_demo
 
         return run_demo(settings, args)
+    if args.command == "check-model":
+        return _check_model(settings, args.path or settings.model_dir)
     if args.command == "bench":
         from streams.bench import run_bench
 
         return run_bench(settings, args)
     raise AssertionError(args.command)
+
+
+def _check_model(settings: Settings, path: Path) -> int:
+    import time
+
+    from serving.artifact import resolve_version
+    from serving.registry import engine_loader
+
+    version = resolve_version(path)
+    started = time.perf_counter()
+    engine = engine_loader(settings.device, settings.max_batch, settings.ort_threads, settings.exclude_seen)(version)
+    loaded = time.perf_counter() - started
+    manifest = engine.artifact.manifest
+    print(f"ok: {version} (model {engine.version}) on {engine.device}, loaded and warmed up in {loaded:.2f}s")
+    print(f"  {manifest['n_items']} items, dim {manifest['dim']}, max_len {manifest['max_len']}, "
+          f"top_k {manifest['top_k']} (STREAMREC_TOP_K={settings.top_k})")
+    if settings.top_k > engine.artifact.top_k:
+        print(f"streamrec check-model: STREAMREC_TOP_K={settings.top_k} exceeds the model's top_k", file=sys.stderr)
+        return 2
+    for name, values in manifest.get("metrics", {}).items():
+        if isinstance(values, dict):
+            print(f"  {name:14s} " + "  ".join(f"{k} {v:.4f}" for k, v in values.items() if isinstance(v, float)))
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
