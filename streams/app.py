@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 from concurrent.futures import ThreadPoolExecutor
 
@@ -18,7 +19,8 @@ from streams.settings import Settings
 logger = logging.getLogger(__name__)
 
 TABLE_NAME = "user_sequences"
-HOUSEKEEPING_SECONDS = 2.0
+HOUSEKEEPING_SECONDS = 2
+USERS_COUNT_SECONDS = 30
 
 
 def ensure_worker_topics(settings: Settings) -> None:
@@ -67,6 +69,7 @@ def build_app(
     dlq = app.topic(settings.dlq_topic)
     table = app.Table(TABLE_NAME, default=None, partitions=settings.partitions, key_type=bytes)  # values: JSON
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-model")
+    loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-model-loader")  # swaps never stall scoring
 
     async def send_recommendation(key: bytes, value: bytes) -> object:
         return await recommendations.send(key=key, value=value)
@@ -92,8 +95,12 @@ def build_app(
 
     app.agent(events, name="recommend")(recommend)
 
+    ticks = itertools.count()
+    count_every = 1 if settings.store.startswith("memory") else USERS_COUNT_SECONDS // HOUSEKEEPING_SECONDS
+
     async def housekeeping() -> None:
-        metrics.users_tracked.set(len(table))
+        if next(ticks) % count_every == 0:  # counting a RocksDB table walks its keys: not every tick
+            metrics.users_tracked.set(len(table))
         consumer = app.consumer
         for tp in consumer.assignment():
             if tp.topic != settings.events_topic:
@@ -110,7 +117,7 @@ def build_app(
     if settings.model_poll_seconds > 0 and registry.follows_root:
         async def poll_model() -> None:
             previous = registry.current.version
-            outcome = await app.loop.run_in_executor(executor, registry.poll)
+            outcome = await app.loop.run_in_executor(loader, registry.poll)
             if outcome == SWAPPED:
                 metrics.model_info.remove(previous)
                 metrics.model_info.labels(registry.current.version).set(1)
