@@ -85,6 +85,7 @@ class Worker:
         self.log_path = log_dir / f"worker-{run}.log"
         self.bootstrap = bootstrap
         self.proc: subprocess.Popen | None = None
+        self.killed = False  # True when a graceful stop took too long and SIGKILL was needed
 
     def start(self) -> "Worker":
         from streams.app import ensure_worker_topics
@@ -121,9 +122,14 @@ class Worker:
             try:
                 self.proc.wait(30)
             except subprocess.TimeoutExpired:
+                self.killed = True
                 self.proc.kill()
                 self.proc.wait()
         self._log.close()
+
+    def tail(self, lines: int = 30) -> str:
+        """The end of the worker's log, for failure messages."""
+        return "\n".join(self.log().splitlines()[-lines:])
 
 
 @pytest.fixture()

@@ -33,8 +33,12 @@ def test_sequences_survive_a_restart(start_worker, model_root, dataset, store):
     try:
         out = Collector(second.bootstrap, second.recommendations)
         send_all(second.bootstrap, second.events, [(b"r1", event("r1", items[6], time.time(), "after"))])
-        wait_until(lambda: any(r["trigger_event_id"] == "after" for _, r in out.poll()), timeout=90,
-                   what="a recommendation after the restart")
+        try:
+            wait_until(lambda: any(r["trigger_event_id"] == "after" for _, r in out.poll()), timeout=150,
+                       what="a recommendation after the restart")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; first worker SIGKILLed: {first.killed}\n--- first worker:\n{first.tail()}"
+                                 f"\n--- second worker:\n{second.tail()}") from None
         out.close()
         # the restarted worker applied only the new event: the old ones came back from the changelog/store
         assert metric_value(second.metrics(), "streamrec_events_total") == 1
