@@ -68,7 +68,8 @@ class Pipeline:
         message = event.message
         self.processed_offsets[(message.topic, message.partition)] = message.offset
         try:
-            parsed = parse_event(raw, self._event_types, self.settings.max_event_bytes, key=message.key)
+            parsed = parse_event(raw, self._event_types, self.settings.max_event_bytes, key=message.key,
+                                 require_key=True)
         except InvalidEvent as exc:
             self.metrics.events_invalid.labels(exc.reason).inc()
             logger.warning("dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, exc)

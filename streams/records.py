@@ -97,6 +97,7 @@ def parse_event(
     event_types: Iterable[str],
     max_bytes: int,
     key: bytes | None = None,
+    require_key: bool = False,
 ) -> Event:
     """Validate one `events` payload.
 
@@ -105,6 +106,8 @@ def parse_event(
         event_types: accepted ``event_type`` values.
         max_bytes: larger payloads are refused.
         key: the Kafka message key; when given it must equal ``user_id``.
+        require_key: refuse a message without a key (the worker does: the key picks the partition,
+            and a user's sequence must live in one partition).
 
     Raises:
         InvalidEvent: with a reason from REASONS and a human-readable detail.
@@ -131,6 +134,8 @@ def parse_event(
     ts = parse_ts(payload["ts"])
     scenario = _ident(payload, "scenario", required=False)
     event_id = _ident(payload, "event_id", required=False)
+    if key is None and require_key:
+        raise InvalidEvent(BAD_KEY, "events must be keyed by user_id (the message has no key)")
     if key is not None and key.decode("utf-8", "replace") != user_id:
         raise InvalidEvent(BAD_KEY, "events must be keyed by user_id (key and user_id differ)")
     assert user_id is not None and item_id is not None

@@ -115,7 +115,8 @@ MALFORMED = [
 def test_malformed_events_go_to_the_dead_letter_topic(start_worker, model_root, dataset):
     items = [json.loads(line)["item_id"] for line in (dataset / "items.jsonl").read_text().splitlines()]
     rng = random.Random(5)
-    bad = [(b"bad", MALFORMED[n % len(MALFORMED)]) for n in range(49)]
+    bad = [(b"bad", MALFORMED[n % len(MALFORMED)]) for n in range(48)]
+    bad.append((None, event("bad", "i1", 1.0, "no-key")))  # no key: the partition would be arbitrary
     bad.append((b"someone-else", event("bad", "i1", 1.0, "wrong-key")))  # key differs from user_id
     good = [(f"g{n % 20}".encode(), event(f"g{n % 20}", rng.choice(items), time.time(), f"good{n}"))
             for n in range(200)]
@@ -157,4 +158,5 @@ def test_malformed_events_go_to_the_dead_letter_topic(start_worker, model_root, 
     assert {"not_json", "not_object", "missing_field", "unknown_event_type", "bad_field", "oversized",
             "bad_key"} <= reasons
     assert all(r["detail"] and r["source"]["topic"] == worker.events for _, r in dlq.records)
+    assert sum("no key" in r["detail"] for _, r in dlq.records) == 1
     assert final_triggers(out.records, last_good) == last_good

@@ -73,6 +73,11 @@ def test_oversized_and_wrong_key():
     with pytest.raises(InvalidEvent) as info:
         parse({"user_id": "u1", "item_id": "i", "event_type": "click", "ts": 1}, key=b"u2")
     assert info.value.reason == BAD_KEY
+    raw = json.dumps({"user_id": "u1", "item_id": "i", "event_type": "click", "ts": 1}).encode()
+    with pytest.raises(InvalidEvent, match="no key") as info:
+        parse_event(raw, TYPES, 10_000, key=None, require_key=True)
+    assert info.value.reason == BAD_KEY
+    assert parse_event(raw, TYPES, 10_000, key=None).user_id == "u1"
 
 
 def test_dead_letter_keeps_original_bytes_and_source():
