@@ -128,16 +128,20 @@ def export_onnx(model: SASRec, path: str | Path, top_k: int, dynamo: bool = True
             "item_seq": {0: "batch"}, "item_emb": {0: "n_rows"}, "item_bias": {0: "n_rows"},
             "top_scores": {0: "batch"}, "top_ids": {0: "batch"},
         }
-    registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
-    level = registry_log.level
-    registry_log.setLevel(logging.ERROR)  # "torchvision is not installed" noise
+    # quiet "torchvision is not installed" and per-initializer INFO lines of the exporter
+    names = ("torch.onnx._internal.exporter._registration", "onnx_ir", "onnxscript")
+    noisy = [logging.getLogger(n) for n in names]
+    levels = [log.level for log in noisy]
+    for log in noisy:
+        log.setLevel(logging.ERROR)
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", category=DeprecationWarning)
             warnings.filterwarnings("ignore", message=".*axis name.*will not be used.*")
             torch.onnx.export(graph, args, str(path), **kwargs)
     finally:
-        registry_log.setLevel(level)
+        for log, level in zip(noisy, levels, strict=True):
+            log.setLevel(level)
 
 
 def write_artifact(
