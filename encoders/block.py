@@ -31,25 +31,29 @@ class SASRecBlock(nn.Module):
         )
         self.dropout = nn.Dropout(dropout)
 
-    def forward(self, x: torch.Tensor, allowed: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """Applies the block.
 
         Args:
             x: hidden states ``[B, L, D]``.
             allowed: ``[B, 1, L, L]`` bool, True where query ``i`` may attend to key ``j``
                 (causal, non-padding keys, and always itself so no row is empty).
+            last_only: compute only the newest position's output (keys and values still come
+                from every position): exactly that row of the full result, at a fraction of the cost.
 
         Returns:
-            New hidden states ``[B, L, D]``.
+            New hidden states ``[B, L, D]``, or ``[B, 1, D]`` with ``last_only``.
         """
         b, length, d = x.shape
         q, k, v = self.qkv(self.attn_norm(x)).chunk(3, dim=-1)  # 3 x [B, L, D]
-        q = q.view(b, length, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, L, Dh]
+        if last_only:
+            q, x, allowed = q[:, -1:], x[:, -1:], allowed[..., -1:, :]  # [B, 1, D], [B, 1, D], [B, 1, 1, L]
+        q = q.view(b, q.shape[1], self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, Lq, Dh]
         k = k.view(b, length, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, L, Dh]
         v = v.view(b, length, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, L, Dh]
-        att = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # [B, H, L, L]
-        att = att.masked_fill(~allowed, float("-inf")).softmax(dim=-1)  # [B, H, L, L]
-        ctx = self.attn_dropout(att) @ v  # [B, H, L, Dh]
-        ctx = ctx.transpose(1, 2).reshape(b, length, d)  # [B, L, D]
-        x = x + self.dropout(self.out(ctx))  # [B, L, D]
-        return x + self.dropout(self.ffn(self.ffn_norm(x)))  # [B, L, D]
+        att = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # [B, H, Lq, L]
+        att = att.masked_fill(~allowed, float("-inf")).softmax(dim=-1)  # [B, H, Lq, L]
+        ctx = self.attn_dropout(att) @ v  # [B, H, Lq, Dh]
+        ctx = ctx.transpose(1, 2).reshape(b, q.shape[2], d)  # [B, Lq, D]
+        x = x + self.dropout(self.out(ctx))  # [B, Lq, D]
+        return x + self.dropout(self.ffn(self.ffn_norm(x)))  # [B, Lq, D]

@@ -62,7 +62,7 @@ class ScoringGraph(nn.Module):
         Returns:
             ``top_scores`` ``[B, K]`` descending and ``top_ids`` ``[B, K]`` int64.
         """
-        h = self.model.encode(item_seq, item_emb)[:, -1, :]  # [B, D] newest position
+        h = self.model.encode(item_seq, item_emb, last_only=True)[:, -1, :]  # [B, D] newest position
         scores = h @ item_emb.T + item_bias  # [B, N]
         penalty = torch.zeros_like(item_seq, dtype=scores.dtype) + seen_penalty  # [B, L]
         scores = scores.scatter_add(1, item_seq, penalty)  # [B, N]

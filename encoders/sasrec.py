@@ -69,7 +69,7 @@ class SASRec(nn.Module):
         not_pad[PAD_ID] = 0.0
         return table * not_pad  # [N, D]
 
-    def encode(self, item_seq: torch.Tensor, table: torch.Tensor) -> torch.Tensor:
+    def encode(self, item_seq: torch.Tensor, table: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """Encodes left-padded sequences.
 
         Args:
@@ -78,10 +78,12 @@ class SASRec(nn.Module):
                 newest item always sits at the last position, so cropping leading padding
                 changes nothing.
             table: item embedding table ``[N, D]``.
+            last_only: return only the newest position, ``[B, 1, D]``; the last block then
+                computes that position alone (what serving needs, for less work).
 
         Returns:
-            Hidden states ``[B, L, D]``; position ``t`` summarises items ``<= t``; padded
-            positions are zero.
+            Hidden states ``[B, L, D]`` (or ``[B, 1, D]``); position ``t`` summarises items
+            ``<= t``; padded positions are zero.
         """
         length = item_seq.shape[1]
         nonpad = item_seq != PAD_ID  # [B, L]
@@ -93,9 +95,13 @@ class SASRec(nn.Module):
         diag = idx.unsqueeze(1) == idx.unsqueeze(0)  # [L, L]
         allowed = causal & (nonpad.unsqueeze(1) | diag)  # [B, L, L]
         allowed = allowed.unsqueeze(1)  # [B, 1, L, L]
-        for block in self.blocks:
-            x = block(x, allowed) * nonpad.unsqueeze(-1)  # [B, L, D]
-        return self.final_norm(x) * nonpad.unsqueeze(-1)  # [B, L, D]
+        last = len(self.blocks) - 1
+        for i, block in enumerate(self.blocks):
+            only = last_only and i == last
+            keep = nonpad[:, -1:] if only else nonpad  # [B, 1] or [B, L]
+            x = block(x, allowed, last_only=only) * keep.unsqueeze(-1)  # [B, L or 1, D]
+        keep = nonpad[:, -1:] if last_only else nonpad
+        return self.final_norm(x) * keep.unsqueeze(-1)  # [B, L or 1, D]
 
     def score_last(self, item_seq: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
         """Scores every row of the item table as the next item after each sequence.
@@ -109,5 +115,5 @@ class SASRec(nn.Module):
         """
         if table is None:
             table = self.item_table()
-        h = self.encode(item_seq, table)[:, -1, :]  # [B, D] newest position
+        h = self.encode(item_seq, table, last_only=True)[:, -1, :]  # [B, D] newest position
         return h @ table.T  # [B, N]

@@ -62,8 +62,9 @@ def _parser() -> argparse.ArgumentParser:
 
     bench = sub.add_parser("bench", help="throughput and latency: per-event vs micro-batched, and engine-only")
     bench.add_argument("--events", type=int, default=10000, help="backlog drained to measure events/s")
-    bench.add_argument("--rate", type=float, default=400.0, help="offered events/s for the latency measurement")
-    bench.add_argument("--paced-events", type=int, default=2000, help="events sent at --rate")
+    bench.add_argument("--rates", default="250,1500",
+                       help="offered events/s for the latency measurements, comma-separated")
+    bench.add_argument("--paced-events", type=int, default=2000, help="events sent at each rate")
     bench.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     bench.add_argument("--workdir", type=Path, default=Path("var/bench"))
     bench.add_argument("--engine-only", action="store_true")
