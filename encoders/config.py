@@ -3,15 +3,30 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, fields
-from typing import Any, Literal
+from typing import Any, Literal, TypeVar
 
 PAD_ID = 0
 UNK_ID = 1
 FIRST_ITEM_ID = 2
+_Config = TypeVar("_Config", bound="DictConfig")
+
+
+class DictConfig:
+    """``to_dict``/``from_dict`` for the frozen config dataclasses (manifest and checkpoints)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """Returns the config as a JSON-friendly dict."""
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[_Config], d: dict[str, Any]) -> _Config:
+        """Builds a config from :meth:`to_dict` output (unknown keys are ignored)."""
+        names = {f.name for f in fields(cls)}  # type: ignore[arg-type]
+        return cls(**{k: v for k, v in d.items() if k in names})
 
 
 @dataclass(frozen=True)
-class ModelConfig:
+class ModelConfig(DictConfig):
     """SASRec hyper-parameters.
 
     Attributes:
@@ -43,19 +58,9 @@ class ModelConfig:
         if self.dim % self.n_heads:
             raise ValueError(f"dim={self.dim} must be a multiple of n_heads={self.n_heads}")
 
-    def to_dict(self) -> dict[str, Any]:
-        """Returns the config as a JSON-friendly dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelConfig:
-        """Builds a config from :meth:`to_dict` output (unknown keys are ignored)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(DictConfig):
     """Training hyper-parameters.
 
     Attributes:
@@ -97,13 +102,3 @@ class TrainConfig:
             raise ValueError(f"loss must be 'ce' or 'sampled', not {self.loss!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.top_k < 1:
             raise ValueError("epochs, batch_size and top_k must be positive")
-
-    def to_dict(self) -> dict[str, Any]:
-        """Returns the config as a JSON-friendly dict."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> TrainConfig:
-        """Builds a config from :meth:`to_dict` output (unknown keys are ignored)."""
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})

@@ -8,6 +8,7 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import Iterator
 
 logger = logging.getLogger(__name__)
 
@@ -97,6 +98,21 @@ def _natural_key(s: str) -> tuple[int, int | str]:
     return (0, int(digits)) if digits.isdigit() else (1, s)
 
 
+def _jsonl_records(path: Path, required: tuple[str, ...], what: str) -> Iterator[tuple[int, dict]]:
+    """``(line number, record)`` for each non-empty line; DataError for a line that lacks ``required``."""
+    with path.open(encoding="utf-8") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                d = json.loads(line)
+                for key in required:
+                    d[key] = str(d[key])
+            except (json.JSONDecodeError, KeyError, TypeError) as e:
+                raise DataError(f"{path}:{n}: not {what} ({e}).") from e
+            yield n, d
+
+
 def load_items_jsonl(path: str | Path) -> dict[str, ItemInfo]:
     """Reads an ``items.jsonl`` catalog (``item_id``, ``title``, ``text``, ``category``).
 
@@ -104,21 +120,13 @@ def load_items_jsonl(path: str | Path) -> dict[str, ItemInfo]:
     """
     p = _check_file(path, "Items", "--items")
     items: dict[str, ItemInfo] = {}
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                d = json.loads(line)
-                item_id = str(d["item_id"])
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise DataError(f"{p}:{n}: not an item record with an 'item_id' ({e}).") from e
-            items[item_id] = ItemInfo(
-                item_id,
-                str(d.get("title") or ""),
-                str(d.get("text") or ""),
-                str(d.get("category") or ""),
-            )
+    for _, d in _jsonl_records(p, ("item_id",), "an item record with an 'item_id'"):
+        items[d["item_id"]] = ItemInfo(
+            d["item_id"],
+            str(d.get("title") or ""),
+            str(d.get("text") or ""),
+            str(d.get("category") or ""),
+        )
     return items
 
 
@@ -141,26 +149,16 @@ def load_events_jsonl(
     p = _check_file(events_path, "Events", "--events")
     rows: list[tuple[str, float, int, str]] = []
     seen_ids: set[str] = set()
-    with p.open(encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
+    what = "an event with 'user_id' and 'item_id' (see the events contract in README.md)"
+    for n, d in _jsonl_records(p, ("user_id", "item_id"), what):
+        if event_types is not None and d.get("event_type") not in event_types:
+            continue
+        event_id = d.get("event_id")
+        if event_id is not None:
+            if event_id in seen_ids:
                 continue
-            try:
-                d = json.loads(line)
-                user, item = str(d["user_id"]), str(d["item_id"])
-            except (json.JSONDecodeError, KeyError, TypeError) as e:
-                raise DataError(
-                    f"{p}:{n}: not an event with 'user_id' and 'item_id' ({e}); "
-                    "see the events topic contract in DESIGN.md."
-                ) from e
-            if event_types is not None and d.get("event_type") not in event_types:
-                continue
-            event_id = d.get("event_id")
-            if event_id is not None:
-                if event_id in seen_ids:
-                    continue
-                seen_ids.add(event_id)
-            rows.append((user, _parse_ts(d.get("ts", n), f"{p}:{n}"), n, item))
+            seen_ids.add(event_id)
+        rows.append((d["user_id"], _parse_ts(d.get("ts", n), f"{p}:{n}"), n, d["item_id"]))
     if not rows:
         raise DataError(f"Events file {p} has no usable events; check --events.")
     data = _group(rows, f"events:{p.name}")
