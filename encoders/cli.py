@@ -27,6 +27,31 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--movies", type=Path, help="MovieLens movies.dat (titles and genres)")
 
 
+def _add_hparam_args(g) -> None:
+    g.add_argument("--epochs", type=int, default=_D_TRAIN.epochs)
+    g.add_argument("--max-len", type=int, default=_D_MODEL.max_len)
+    g.add_argument("--dim", type=int, default=_D_MODEL.dim)
+    g.add_argument("--layers", type=int, default=_D_MODEL.n_layers)
+    g.add_argument("--heads", type=int, default=_D_MODEL.n_heads)
+    g.add_argument("--dropout", type=float, default=_D_MODEL.dropout)
+    g.add_argument("--lr", type=float, default=_D_TRAIN.lr)
+    g.add_argument("--weight-decay", type=float, default=_D_TRAIN.weight_decay)
+    g.add_argument("--batch-size", type=int, default=_D_TRAIN.batch_size)
+    g.add_argument("--patience", type=int, default=_D_TRAIN.patience,
+                   help="validations without a better NDCG@10 before stopping")
+    g.add_argument("--eval-every", type=int, default=_D_TRAIN.eval_every)
+    g.add_argument("--loss", choices=("ce", "sampled"), default=_D_TRAIN.loss)
+    g.add_argument("--negatives", type=int, default=_D_TRAIN.n_negatives,
+                   help="negatives per batch for --loss sampled")
+    g.add_argument("--max-minutes", type=float, default=_D_TRAIN.max_minutes,
+                   help="wall-clock budget for training; 0 = none (best weights are kept)")
+
+
+def _add_text_model_arg(g) -> None:
+    g.add_argument("--text-model", type=Path,
+                   help="local Hugging Face model folder (default: packaged all-MiniLM-L6-v2)")
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="streamrec", description=__doc__)
     parser.add_argument("-v", "--verbose", action="store_true", help="log every epoch")
@@ -37,23 +62,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--out", type=Path, required=True, help="model root (one folder per version)")
     t.add_argument("--checkpoint-dir", type=Path,
                    help="where the training checkpoint goes (default: <out>-checkpoints)")
-    t.add_argument("--epochs", type=int, default=_D_TRAIN.epochs)
-    t.add_argument("--max-len", type=int, default=_D_MODEL.max_len)
-    t.add_argument("--dim", type=int, default=_D_MODEL.dim)
-    t.add_argument("--layers", type=int, default=_D_MODEL.n_layers)
-    t.add_argument("--heads", type=int, default=_D_MODEL.n_heads)
-    t.add_argument("--dropout", type=float, default=_D_MODEL.dropout)
-    t.add_argument("--lr", type=float, default=_D_TRAIN.lr)
-    t.add_argument("--weight-decay", type=float, default=_D_TRAIN.weight_decay)
-    t.add_argument("--batch-size", type=int, default=_D_TRAIN.batch_size)
-    t.add_argument("--patience", type=int, default=_D_TRAIN.patience,
-                   help="validations without a better NDCG@10 before stopping")
-    t.add_argument("--eval-every", type=int, default=_D_TRAIN.eval_every)
-    t.add_argument("--loss", choices=("ce", "sampled"), default=_D_TRAIN.loss)
-    t.add_argument("--negatives", type=int, default=_D_TRAIN.n_negatives,
-                   help="negatives per batch for --loss sampled")
-    t.add_argument("--max-minutes", type=float, default=_D_TRAIN.max_minutes,
-                   help="wall-clock budget for training; 0 = none (best weights are kept)")
+    _add_hparam_args(t)
     t.add_argument("--seed", type=int, default=_D_TRAIN.seed)
     t.add_argument("--device", default=_D_TRAIN.device, help="auto, cpu or cuda")
     t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -62,14 +71,39 @@ def _parser() -> argparse.ArgumentParser:
     text.add_argument("--text", dest="text", action="store_true", default=None,
                       help="fuse item text embeddings (default: when items have text)")
     text.add_argument("--no-text", dest="text", action="store_false")
-    t.add_argument("--text-model", type=Path,
-                   help="local Hugging Face model folder (default: packaged all-MiniLM-L6-v2)")
+    _add_text_model_arg(t)
     t.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
-    e = sub.add_parser("evaluate", help="ranking metrics of an exported version (onnxruntime)")
-    e.add_argument("--model", type=Path, required=True, help="a model version folder")
+    e = sub.add_parser(
+        "evaluate",
+        help="ranking metrics of an exported version (onnxruntime), or --cold-start",
+        description="Either --model VERSION (an exported version through onnxruntime) or "
+        "--cold-start (hold out cold items, train SASRec with text without them, rank them).",
+    )
+    e.add_argument("--model", type=Path, help="a model version folder (not with --cold-start)")
     _add_data_args(e)
-    e.add_argument("--device", default="cpu", help="cpu or cuda (onnxruntime provider)")
+    e.add_argument("--device", default="cpu",
+                   help="cpu or cuda (onnxruntime provider; with --cold-start also auto)")
+    c = e.add_argument_group(
+        "cold start (--cold-start: trains a fresh SASRec with text; nothing is exported)")
+    c.add_argument("--cold-start", action="store_true",
+                   help="evaluate on items never seen in training (needs item texts)")
+    c.add_argument("--cold-protocol", choices=("auto", "strict", "random"), default="auto",
+                   help="strict: items whose every interaction is a test target; random: hold "
+                   "out --cold-holdout of the items; auto: strict when it gives at least "
+                   "--cold-min-users cold test users (default)")
+    c.add_argument("--cold-holdout", type=float, default=0.1,
+                   help="fraction of items held out by the random protocol")
+    c.add_argument("--cold-min-users", type=int, default=100)
+    c.add_argument("--cold-rows", choices=("catalog", "appended"), default="catalog",
+                   help="catalog: cold rows (text only) are in the table during training "
+                   "(as streamrec train does); appended: added after training (live catalog)")
+    c.add_argument("--json", type=Path, help="also write the report as JSON to this file")
+    _add_hparam_args(c)
+    c.add_argument("--seed", type=int, default=_D_TRAIN.seed)
+    c.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
+    _add_text_model_arg(c)
+    c.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
     x = sub.add_parser("export", help="publish a new model version from a training checkpoint")
     x.add_argument("--checkpoint", type=Path, required=True, help="a .pt file written by train")
@@ -93,13 +127,7 @@ def _train(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    model_cfg = ModelConfig(max_len=args.max_len, dim=args.dim, n_layers=args.layers,
-                            n_heads=args.heads, dropout=args.dropout)
-    train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                            weight_decay=args.weight_decay, loss=args.loss,
-                            n_negatives=args.negatives, patience=args.patience,
-                            eval_every=args.eval_every, seed=args.seed, device=args.device,
-                            top_k=args.top_k, max_minutes=args.max_minutes)
+    model_cfg, train_cfg = _configs(args, args.device)
     outcome = train_and_export(
         _source(args), model_cfg, train_cfg, args.out,
         text=TextOptions(args.text, args.text_model), checkpoint_dir=args.checkpoint_dir,
@@ -120,9 +148,48 @@ def _evaluate(args: argparse.Namespace) -> int:
     from encoders.evaluate import SPLIT_NAME, format_table
     from encoders.pipeline import evaluate_version
 
+    if args.cold_start:
+        if args.model is not None:
+            raise DataError("--cold-start trains its own model; drop --model.")
+        return _cold_start(args)
+    if args.model is None:
+        raise DataError("evaluate needs --model VERSION (or --cold-start).")
     metrics = evaluate_version(args.model, _source(args), device=args.device)
     print(f"{args.model}: {SPLIT_NAME} (model through onnxruntime; its mrr is MRR@top_k)")
     print(format_table(metrics))
+    return 0
+
+
+def _configs(args: argparse.Namespace, device: str) -> tuple[ModelConfig, TrainConfig]:
+    model_cfg = ModelConfig(max_len=args.max_len, dim=args.dim, n_layers=args.layers,
+                            n_heads=args.heads, dropout=args.dropout)
+    train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                            weight_decay=args.weight_decay, loss=args.loss,
+                            n_negatives=args.negatives, patience=args.patience,
+                            eval_every=args.eval_every, seed=args.seed, device=device,
+                            top_k=getattr(args, "top_k", _D_TRAIN.top_k), max_minutes=args.max_minutes)
+    return model_cfg, train_cfg
+
+
+def _cold_start(args: argparse.Namespace) -> int:
+    import json
+
+    import torch
+
+    from encoders.coldstart import format_report
+    from encoders.pipeline import TextOptions, cold_start_evaluation
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    model_cfg, train_cfg = _configs(args, args.device)
+    report = cold_start_evaluation(
+        _source(args), model_cfg, train_cfg, TextOptions(True, args.text_model),
+        protocol=args.cold_protocol, holdout=args.cold_holdout, min_users=args.cold_min_users,
+        rows=args.cold_rows, progress=not args.no_progress,
+    )
+    print(format_report(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0
 
 

@@ -101,7 +101,8 @@ def evaluate_baselines(split: Split, n_rows: int, which: str = "test") -> dict[s
 def format_table(metrics: dict[str, dict[str, float]]) -> str:
     """A small fixed-width table of ``{model: {metric: value}}``."""
     names = list(next(iter(metrics.values())).keys()) if metrics else []
-    lines = [f"{'model':<14}" + "".join(f"{n:>11}" for n in names)]
+    w = max([14, *(len(m) + 1 for m in metrics)])
+    lines = [f"{'model':<{w}}" + "".join(f"{n:>11}" for n in names)]
     for model, m in metrics.items():
-        lines.append(f"{model:<14}" + "".join(f"{m.get(n, float('nan')):>11.4f}" for n in names))
+        lines.append(f"{model:<{w}}" + "".join(f"{m.get(n, float('nan')):>11.4f}" for n in names))
     return "\n".join(lines)

@@ -247,3 +247,43 @@ def evaluate_version(
     out = {"sasrec": metrics_from_ranks(np.asarray(ranks))}
     out.update(evaluate_baselines(split, vocab.n_rows, "test"))
     return out
+
+
+def cold_start_evaluation(
+    source: DataSource,
+    model_config: ModelConfig,
+    train_config: TrainConfig,
+    text: TextOptions = TextOptions(),
+    protocol: str = "auto",
+    holdout: float = 0.1,
+    min_users: int = 100,
+    rows: str = "catalog",
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Cold-start evaluation (``streamrec evaluate --cold-start``): holds out cold items,
+    trains SASRec with text without them and ranks them for the test users whose target is
+    one of them (see :mod:`encoders.coldstart`). Nothing is exported.
+
+    Raises:
+        DataError: without item texts, or when no test user has a cold target.
+    """
+    from encoders.coldstart import run_cold_start
+
+    data = source.load()
+    if text.enabled is False:
+        raise DataError("--cold-start ranks unseen items from their text; drop --no-text.")
+    _use_text(data, TextOptions(True, text.model_path, text.batch_size))
+    device = str(resolve_device(train_config.device))
+    model_path: list[str] = []
+
+    def embed(texts: list[str]) -> np.ndarray:
+        table, path = text_embeddings(texts, text, device, progress)
+        model_path.append(path)
+        return table
+
+    report = run_cold_start(data, model_config, train_config, embed, protocol=protocol,
+                            holdout=holdout, min_users=min_users, rows=rows, progress=progress)
+    report["data"] = {"source": data.source, "users": len(data.user_ids),
+                      "events": data.n_events}
+    report["text_model"] = model_path[0] if model_path else None
+    return report
