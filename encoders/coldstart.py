@@ -34,7 +34,7 @@ import torch
 from encoders.baselines import CoOccurrence, Popularity
 from encoders.config import FIRST_ITEM_ID, ModelConfig, TrainConfig
 from encoders.data import DataError, Interactions
-from encoders.evaluate import ScoreFn, evaluate_scorer, metrics_from_ranks
+from encoders.evaluate import ScoreFn, evaluate_scorer
 from encoders.split import EvalSet, Split, leave_last_out, left_pad
 from encoders.vocab import Vocabulary, _natural_key
 

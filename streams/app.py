@@ -71,15 +71,15 @@ def build_app(
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-model")
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-model-loader")  # swaps never stall scoring
 
-    async def send_recommendation(key: bytes, value: bytes) -> object:
-        return await recommendations.send(key=key, value=value)
+    if sinks is None:
+        async def send_recommendation(key: bytes, value: bytes) -> object:
+            return await recommendations.send(key=key, value=value)
 
-    async def send_dead_letter(key: bytes, value: bytes) -> object:
-        return await dlq.send(key=key, value=value)
+        async def send_dead_letter(key: bytes, value: bytes) -> object:
+            return await dlq.send(key=key, value=value)
 
-    if sinks is not None:
-        send_recommendation, send_dead_letter = sinks
-    pipeline = Pipeline(settings, registry, metrics, table, send_recommendation, send_dead_letter, executor)
+        sinks = (send_recommendation, send_dead_letter)
+    pipeline = Pipeline(settings, registry, metrics, table, *sinks, executor)
     metrics.model_info.labels(registry.current.version).set(1)
     for event_type in settings.event_types:  # every labelled series exists from the start (dashboards, increase())
         metrics.events.labels(event_type)
