@@ -96,21 +96,25 @@ def build_app(
     app.agent(events, name="recommend")(recommend)
 
     ticks = itertools.count()
+    lag_series: set[tuple[str, int]] = set()
     count_every = 1 if settings.store.startswith("memory") else USERS_COUNT_SECONDS // HOUSEKEEPING_SECONDS
 
     async def housekeeping() -> None:
         if next(ticks) % count_every == 0:  # counting a RocksDB table walks its keys: not every tick
             metrics.users_tracked.set(len(table))
         consumer = app.consumer
-        for tp in consumer.assignment():
-            if tp.topic != settings.events_topic:
-                continue
+        assigned = {tp for tp in consumer.assignment() if tp.topic == settings.events_topic}
+        for topic, partition in set(lag_series) - {(tp.topic, tp.partition) for tp in assigned}:
+            metrics.consumer_lag.remove(topic, str(partition))  # moved to another worker by a rebalance
+            lag_series.discard((topic, partition))
+        for tp in assigned:
             highwater = consumer.highwater(tp)
             done = pipeline.processed_offsets.get((tp.topic, tp.partition))
             if highwater is None:
                 continue
             lag = highwater - (done + 1) if done is not None else highwater - (await consumer.position(tp) or 0)
             metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, lag))
+            lag_series.add((tp.topic, tp.partition))
 
     app.timer(HOUSEKEEPING_SECONDS, name="streamrec.housekeeping")(housekeeping)
 
