@@ -146,11 +146,12 @@ def _check_model(settings: Settings, path: Path) -> int:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `streamrec` console script."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv and argv[0] in TRAINING_COMMANDS:
+    command = next((a for a in argv if not a.startswith("-")), None)  # after -v / --verbose
+    if command in TRAINING_COMMANDS:
         try:
             from encoders.cli import main as training_main
         except ImportError as exc:
-            raise SystemExit(f"streamrec {argv[0]} needs the training extra: pip install 'streamrec[train]' ({exc})")
+            raise SystemExit(f"streamrec {command} needs the training extra: pip install 'streamrec[train]' ({exc})")
         return training_main(argv)
     args = _parser().parse_args(argv)
     level = _settings().log_level.upper()
