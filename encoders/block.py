@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from encoders.dropout import ByteDropout
+
 
 class SASRecBlock(nn.Module):
     """Pre-LayerNorm Transformer block with an explicit attention mask.
@@ -24,12 +26,12 @@ class SASRecBlock(nn.Module):
         self.attn_norm = nn.LayerNorm(dim)
         self.qkv = nn.Linear(dim, 3 * dim)
         self.out = nn.Linear(dim, dim)
-        self.attn_dropout = nn.Dropout(dropout)
+        self.attn_dropout = ByteDropout(dropout)
         self.ffn_norm = nn.LayerNorm(dim)
         self.ffn = nn.Sequential(
-            nn.Linear(dim, dim), nn.GELU(), nn.Dropout(dropout), nn.Linear(dim, dim)
+            nn.Linear(dim, dim), nn.GELU(), ByteDropout(dropout), nn.Linear(dim, dim)
         )
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = ByteDropout(dropout)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:
         """Applies the block.

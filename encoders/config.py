@@ -38,6 +38,9 @@ class ModelConfig(DictConfig):
         n_heads: attention heads (must divide ``dim``).
         dropout: dropout on embeddings, attention weights and feed-forward outputs.
         text_dim: size of the item text embeddings fused into the item table (0 = no text).
+        init_std: standard deviation of the normal initialisation of the item and position
+            embeddings (0.02, as in the published SASRec+CE code; on MovieLens-1M it reached a
+            given validation NDCG@10 in about half the epochs of ``dim ** -0.5``).
     """
 
     n_rows: int = 0
@@ -47,8 +50,11 @@ class ModelConfig(DictConfig):
     n_heads: int = 1
     dropout: float = 0.2
     text_dim: int = 0
+    init_std: float = 0.02
 
     def __post_init__(self) -> None:
+        if self.init_std <= 0:
+            raise ValueError(f"init_std must be positive, not {self.init_std}")
         if self.n_rows and self.n_rows < FIRST_ITEM_ID + 1:
             raise ValueError("the model needs at least one catalog item (n_rows >= 3)")
         if min(self.max_len, self.dim, self.n_layers, self.n_heads) < 1:
@@ -80,6 +86,9 @@ class TrainConfig(DictConfig):
         top_k: number of items the exported graph returns.
         max_minutes: stop after the epoch that crosses this wall-clock budget (0 = no limit);
             the best validated weights are kept as usual.
+        precision: ``"fp32"``, or ``"bf16"``: the Transformer runs under bfloat16 autocast and
+            the softmax matmuls in bfloat16 (log-sum-exp, softmax, weights and optimizer stay
+            float32). Several times faster on CPUs with AMX and on recent GPUs.
     """
 
     epochs: int = 200
@@ -96,8 +105,11 @@ class TrainConfig(DictConfig):
     device: str = "auto"
     top_k: int = 100
     max_minutes: float = 0.0
+    precision: Literal["fp32", "bf16"] = "fp32"
 
     def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise ValueError(f"precision must be 'fp32' or 'bf16', not {self.precision!r}")
         if self.loss not in ("ce", "sampled"):
             raise ValueError(f"loss must be 'ce' or 'sampled', not {self.loss!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.top_k < 1:

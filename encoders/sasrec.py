@@ -9,6 +9,7 @@ from torch import nn
 
 from encoders.block import SASRecBlock
 from encoders.config import FIRST_ITEM_ID, PAD_ID, ModelConfig
+from encoders.dropout import ByteDropout
 
 
 class SASRec(nn.Module):
@@ -31,7 +32,7 @@ class SASRec(nn.Module):
         d = config.dim
         self.item_emb = nn.Embedding(config.n_rows, d, padding_idx=PAD_ID)
         self.pos_emb = nn.Embedding(config.max_len, d)
-        self.emb_dropout = nn.Dropout(config.dropout)
+        self.emb_dropout = ByteDropout(config.dropout)
         self.blocks = nn.ModuleList(
             SASRecBlock(d, config.n_heads, config.dropout) for _ in range(config.n_layers)
         )
@@ -46,8 +47,8 @@ class SASRec(nn.Module):
         for name, p in self.named_parameters():
             if p.dim() > 1 and "emb" not in name:
                 nn.init.xavier_uniform_(p)
-        nn.init.normal_(self.item_emb.weight, std=self.config.dim ** -0.5)
-        nn.init.normal_(self.pos_emb.weight, std=self.config.dim ** -0.5)
+        nn.init.normal_(self.item_emb.weight, std=self.config.init_std)
+        nn.init.normal_(self.pos_emb.weight, std=self.config.init_std)
         with torch.no_grad():
             self.item_emb.weight[PAD_ID].zero_()
 

@@ -118,11 +118,14 @@ def sequence_loss(
     and ``n_negatives`` uniform items shared by the batch (accidental hits masked).
     """
     table = model.item_table(cfg.id_dropout)  # [N, D]
-    h = model.encode(inputs, table)  # [B, L, D]
+    bf16 = cfg.precision == "bf16"
+    with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=bf16):
+        h = model.encode(inputs, table).float()  # [B, L, D]
     mask = targets != PAD_ID  # [B, L]
     h, tgt = h[mask], targets[mask]  # [M, D], [M]
     if cfg.loss == "ce":  # softmax over catalog rows 2..N-1, logits [M, N-2] in chunks
-        return full_softmax_ce(h, table[FIRST_ITEM_ID:], tgt - FIRST_ITEM_ID, chunk=1024)
+        return full_softmax_ce(h, table[FIRST_ITEM_ID:], tgt - FIRST_ITEM_ID, chunk=1024,
+                               matmul_dtype=torch.bfloat16 if bf16 else torch.float32)
     negs = torch.randint(FIRST_ITEM_ID, table.shape[0], (cfg.n_negatives,), device=h.device)
     pos = (h * table[tgt]).sum(-1, keepdim=True)  # [M, 1]
     neg = h @ table[negs].T  # [M, K]

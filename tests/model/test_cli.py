@@ -58,3 +58,31 @@ def test_python_dash_m_encoders():
     assert res.returncode == 0
     for flag in ("--events", "--sasrec", "--ratings", "--text-model", "--loss", "--patience"):
         assert flag in res.stdout
+
+
+def test_streamrec_forwards_training_commands_after_the_verbose_flag(capsys):
+    import pytest
+
+    from streams.cli import main as streamrec
+
+    for argv in (["train", "--help"], ["-v", "train", "--help"]):
+        with pytest.raises(SystemExit) as exit_info:
+            streamrec(argv)
+        assert exit_info.value.code == 0
+        usage = capsys.readouterr().out
+        assert "--precision" in usage and "--sasrec" in usage
+
+
+def test_bf16_training_records_its_precision_and_matches_fp32(sim_dir, tmp_path, capsys):
+    scores = {}
+    for precision in ("fp32", "bf16"):
+        root = tmp_path / precision
+        argv = ["train", "--events", str(sim_dir / "events.jsonl"), "--out", str(root),
+                "--precision", precision, "--seed", "3", *TINY]
+        assert main(argv) == 0
+        version = Path(capsys.readouterr().out.strip().splitlines()[-1])
+        manifest = json.loads((version / "manifest.json").read_text(encoding="utf-8"))
+        assert manifest["config"]["precision"] == precision
+        scores[precision] = manifest["metrics"]["sasrec"]["ndcg@10"]
+    assert scores["bf16"] != scores["fp32"]  # bf16 matmuls really ran
+    assert abs(scores["bf16"] - scores["fp32"]) < 0.05, scores
