@@ -47,6 +47,9 @@ def _add_hparam_args(g) -> None:
                    help="wall-clock budget for training; 0 = none (best weights are kept)")
     g.add_argument("--precision", choices=("fp32", "bf16"), default=_D_TRAIN.precision,
                    help="bf16: bfloat16 matmuls (several times faster on AMX CPUs and GPUs)")
+    g.add_argument("--windows", action=argparse.BooleanOptionalAction, default=_D_TRAIN.windows,
+                   help="train on every event of histories longer than --max-len, in windows "
+                        "(--no-windows: the newest --max-len events of each user only)")
 
 
 def _add_text_model_arg(g) -> None:
@@ -170,7 +173,7 @@ def _configs(args: argparse.Namespace, device: str) -> tuple[ModelConfig, TrainC
                             n_negatives=args.negatives, patience=args.patience,
                             eval_every=args.eval_every, seed=args.seed, device=device,
                             top_k=getattr(args, "top_k", _D_TRAIN.top_k), max_minutes=args.max_minutes,
-                            precision=args.precision)
+                            precision=args.precision, windows=args.windows)
     return model_cfg, train_cfg
 
 

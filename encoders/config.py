@@ -89,6 +89,8 @@ class TrainConfig(DictConfig):
         precision: ``"fp32"``, or ``"bf16"``: the Transformer runs under bfloat16 autocast and
             the softmax matmuls in bfloat16 (log-sum-exp, softmax, weights and optimizer stay
             float32). Several times faster on CPUs with AMX and on recent GPUs.
+        windows: a history longer than ``max_len`` is cut into consecutive ``max_len`` windows
+            so every training event is a target; False trains on the newest ``max_len`` only.
     """
 
     epochs: int = 200
@@ -106,6 +108,7 @@ class TrainConfig(DictConfig):
     top_k: int = 100
     max_minutes: float = 0.0
     precision: Literal["fp32", "bf16"] = "fp32"
+    windows: bool = True
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):

@@ -85,13 +85,29 @@ def build_model(
 
 
 def _training_arrays(
-    train_seqs: tuple[np.ndarray, ...], max_len: int
+    train_seqs: tuple[np.ndarray, ...], max_len: int, windows: bool = True
 ) -> tuple[np.ndarray, np.ndarray]:
-    """One sample per user: inputs ``seq[:-1]`` and targets ``seq[1:]``, last ``max_len``."""
-    usable = [s for s in train_seqs if len(s) >= 2]
-    inputs = left_pad([s[:-1] for s in usable], max_len)  # [U, L]
-    targets = left_pad([s[1:] for s in usable], max_len)  # [U, L]
-    return inputs, targets
+    """Training samples: inputs ``seq[:-1]`` and targets ``seq[1:]``, left-padded to ``max_len``.
+
+    Args:
+        train_seqs: training sequences (users with fewer than 2 items are skipped).
+        max_len: sample length.
+        windows: cut a history longer than ``max_len`` into consecutive windows, newest first,
+            so every training event is a target once per epoch; False keeps only the newest
+            ``max_len`` (one sample per user).
+
+    Returns:
+        ``inputs`` and ``targets``, both ``[S, max_len]``.
+    """
+    inputs: list[np.ndarray] = []
+    targets: list[np.ndarray] = []
+    for seq in train_seqs:
+        ends = range(len(seq) - 1, 0, -max_len) if windows else range(len(seq) - 1, 0, -len(seq))
+        for end in ends:  # the window predicts seq[start + 1:end + 1] from seq[start:end]
+            start = max(end - max_len, 0)
+            inputs.append(seq[start:end])
+            targets.append(seq[start + 1:end + 1])
+    return left_pad(inputs, max_len), left_pad(targets, max_len)  # [S, L], [S, L]
 
 
 def _batches(
@@ -148,7 +164,7 @@ def train_model(
     device = resolve_device(cfg.device)
     model.to(device)
     rng = np.random.default_rng(cfg.seed)
-    inputs_np, targets_np = _training_arrays(split.train, model.config.max_len)
+    inputs_np, targets_np = _training_arrays(split.train, model.config.max_len, cfg.windows)
     if len(inputs_np) == 0:
         raise ValueError("no user has 2 or more training items; the data set is too small.")
     lengths = (inputs_np != PAD_ID).sum(1)
