@@ -46,7 +46,8 @@ def _add_hparam_args(g) -> None:
     g.add_argument("--max-minutes", type=float, default=_D_TRAIN.max_minutes,
                    help="wall-clock budget for training; 0 = none (best weights are kept)")
     g.add_argument("--precision", choices=("fp32", "bf16"), default=_D_TRAIN.precision,
-                   help="bf16: bfloat16 matmuls (several times faster on AMX CPUs and GPUs)")
+                   help="bf16: bfloat16 matmuls (several times faster on CPUs with AVX512-BF16 "
+                        "or AMX, and on GPUs)")
     g.add_argument("--windows", action=argparse.BooleanOptionalAction, default=_D_TRAIN.windows,
                    help="train on every event of histories longer than --max-len, in windows "
                         "(--no-windows: the newest --max-len events of each user only)")

@@ -88,7 +88,8 @@ class TrainConfig(DictConfig):
             the best validated weights are kept as usual.
         precision: ``"fp32"``, or ``"bf16"``: the Transformer runs under bfloat16 autocast and
             the softmax matmuls in bfloat16 (log-sum-exp, softmax, weights and optimizer stay
-            float32). Several times faster on CPUs with AMX and on recent GPUs.
+            float32). Several times faster on CPUs with bfloat16 instructions (AVX512-BF16,
+            AMX) and on recent GPUs.
         windows: a history longer than ``max_len`` is cut into consecutive ``max_len`` windows
             so every training event is a target; False trains on the newest ``max_len`` only.
     """

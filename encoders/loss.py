@@ -60,6 +60,7 @@ def full_softmax_ce(
         target: ``[M]`` int64 row indices into ``table``.
         chunk: rows per chunk.
         matmul_dtype: dtype of the three matmuls (``torch.bfloat16`` is several times faster on
-            CPUs with AMX and on GPUs); softmax, loss and gradients are accumulated in float32.
+            CPUs with AVX512-BF16 or AMX, and on GPUs); softmax, loss and gradients are
+            accumulated in float32.
     """
     return _ChunkedSoftmaxCE.apply(h, table, target, chunk, matmul_dtype)
