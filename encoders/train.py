@@ -85,7 +85,7 @@ def build_model(
 
 
 def _training_arrays(
-    train_seqs: tuple[np.ndarray, ...], max_len: int, windows: bool = True
+    train_seqs: tuple[np.ndarray, ...], max_len: int, windows: bool
 ) -> tuple[np.ndarray, np.ndarray]:
     """Training samples: inputs ``seq[:-1]`` and targets ``seq[1:]``, left-padded to ``max_len``.
 
@@ -102,8 +102,9 @@ def _training_arrays(
     inputs: list[np.ndarray] = []
     targets: list[np.ndarray] = []
     for seq in train_seqs:
-        ends = range(len(seq) - 1, 0, -max_len) if windows else range(len(seq) - 1, 0, -len(seq))
-        for end in ends:  # the window predicts seq[start + 1:end + 1] from seq[start:end]
+        ends = range(len(seq) - 1, 0, -max_len)  # newest window first
+        for end in ends if windows else ends[:1]:
+            # the window predicts seq[start + 1:end + 1] from seq[start:end]
             start = max(end - max_len, 0)
             inputs.append(seq[start:end])
             targets.append(seq[start + 1:end + 1])
