@@ -40,6 +40,11 @@ def _add_hparam_args(g) -> None:
     g.add_argument("--patience", type=int, default=_D_TRAIN.patience,
                    help="validations without a better NDCG@10 before stopping")
     g.add_argument("--eval-every", type=int, default=_D_TRAIN.eval_every)
+    g.add_argument("--lr-drops", type=int, default=_D_TRAIN.lr_drops,
+                   help="cut the learning rate this many times at a validation plateau, each "
+                        "time from the best weights, before stopping")
+    g.add_argument("--lr-drop-factor", type=float, default=_D_TRAIN.lr_drop_factor,
+                   help="multiplier of each --lr-drops cut")
     g.add_argument("--loss", choices=("ce", "sampled"), default=_D_TRAIN.loss)
     g.add_argument("--negatives", type=int, default=_D_TRAIN.n_negatives,
                    help="negatives per batch for --loss sampled")
@@ -174,7 +179,8 @@ def _configs(args: argparse.Namespace, device: str) -> tuple[ModelConfig, TrainC
                             n_negatives=args.negatives, patience=args.patience,
                             eval_every=args.eval_every, seed=args.seed, device=device,
                             top_k=getattr(args, "top_k", _D_TRAIN.top_k), max_minutes=args.max_minutes,
-                            precision=args.precision, windows=args.windows)
+                            precision=args.precision, windows=args.windows,
+                            lr_drops=args.lr_drops, lr_drop_factor=args.lr_drop_factor)
     return model_cfg, train_cfg
 
 

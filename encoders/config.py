@@ -92,6 +92,11 @@ class TrainConfig(DictConfig):
             AMX) and on recent GPUs.
         windows: a history longer than ``max_len`` is cut into consecutive ``max_len`` windows
             so every training event is a target; False trains on the newest ``max_len`` only.
+        lr_drops: how many times a validation plateau cuts the learning rate instead of
+            stopping: after ``patience`` validations without a better NDCG@10 the best weights
+            and optimizer state are restored and the rate multiplied by ``lr_drop_factor``;
+            the plateau after the last cut stops training (0 = stop at the first plateau).
+        lr_drop_factor: the factor of each cut, in (0, 1).
     """
 
     epochs: int = 200
@@ -110,6 +115,8 @@ class TrainConfig(DictConfig):
     max_minutes: float = 0.0
     precision: Literal["fp32", "bf16"] = "fp32"
     windows: bool = True
+    lr_drops: int = 0
+    lr_drop_factor: float = 0.3
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):
@@ -118,3 +125,6 @@ class TrainConfig(DictConfig):
             raise ValueError(f"loss must be 'ce' or 'sampled', not {self.loss!r}")
         if self.epochs < 1 or self.batch_size < 1 or self.top_k < 1:
             raise ValueError("epochs, batch_size and top_k must be positive")
+        if self.lr_drops < 0 or not 0.0 < self.lr_drop_factor < 1.0:
+            raise ValueError("lr_drops must be >= 0 and lr_drop_factor in (0, 1), not "
+                             f"{self.lr_drops} and {self.lr_drop_factor}")

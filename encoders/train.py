@@ -156,6 +156,10 @@ def train_model(
 ) -> TrainResult:
     """Trains with AdamW and early stopping on validation NDCG@10; restores the best weights.
 
+    A validation plateau (``cfg.patience`` validations without a better NDCG@10) stops the
+    run, unless ``cfg.lr_drops`` cuts are left: then the best weights and optimizer state come
+    back and the learning rate is multiplied by ``cfg.lr_drop_factor``.
+
     Args:
         model: a freshly built model (see :func:`build_model`).
         split: leave-last-out split of internal-id sequences.
@@ -170,9 +174,9 @@ def train_model(
         raise ValueError("no user has 2 or more training items; the data set is too small.")
     lengths = (inputs_np != PAD_ID).sum(1)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    best = (-1.0, 0, {}, copy.deepcopy(model.state_dict()))
+    best = (-1.0, 0, {}, copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
     history: list[dict] = []
-    since_best = 0
+    since_best, lr, drops_left = 0, cfg.lr, cfg.lr_drops
     t0 = time.perf_counter()
     bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="epoch", disable=not progress)
     epoch = 0
@@ -193,13 +197,14 @@ def train_model(
             opt.step()
             total, steps = total + loss.item(), steps + 1
             bar.set_postfix(loss=f"{total / steps:.4f}", refresh=False)
-        record = {"epoch": epoch, "loss": total / max(steps, 1)}
+        record = {"epoch": epoch, "loss": total / max(steps, 1), "lr": lr}
         out_of_time = cfg.max_minutes and time.perf_counter() - t0 > 60.0 * cfg.max_minutes
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs or out_of_time:
             valid = evaluate_scorer(model_scorer(model, device), split.valid)
             record.update({f"val_{k}": v for k, v in valid.items()})
             if valid[SELECT_METRIC] > best[0]:
-                best = (valid[SELECT_METRIC], epoch, valid, copy.deepcopy(model.state_dict()))
+                best = (valid[SELECT_METRIC], epoch, valid, copy.deepcopy(model.state_dict()),
+                        copy.deepcopy(opt.state_dict()))
                 since_best = 0
             else:
                 since_best += 1
@@ -211,7 +216,15 @@ def train_model(
         history.append(record)
         logger.info("epoch %s", {k: round(v, 5) if isinstance(v, float) else v
                                  for k, v in record.items()})
-        if since_best >= cfg.patience:
+        if since_best >= cfg.patience and drops_left:
+            drops_left, since_best, lr = drops_left - 1, 0, lr * cfg.lr_drop_factor
+            model.load_state_dict(best[3])
+            opt.load_state_dict(best[4])
+            for group in opt.param_groups:
+                group["lr"] = lr
+            logger.info("plateau at epoch %d: back to epoch %d, learning rate %.3g",
+                        epoch, best[1], lr)
+        elif since_best >= cfg.patience:
             logger.info("early stop at epoch %d (best epoch %d)", epoch, best[1])
             break
         if out_of_time:

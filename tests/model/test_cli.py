@@ -49,6 +49,9 @@ def test_missing_input_is_a_sentence_not_a_traceback(tmp_path, capsys):
     assert rc == 2 and "is empty" in capsys.readouterr().err
     rc = main(["export", "--checkpoint", str(tmp_path / "x.pt"), "--out", str(tmp_path / "m")])
     assert rc == 2 and "does not exist" in capsys.readouterr().err
+    rc = main(["train", "--events", str(tmp_path / "empty.jsonl"), "--out", str(tmp_path / "m"),
+               "--lr-drops", "1", "--lr-drop-factor", "1.5"])
+    assert rc == 2 and "lr_drop_factor in (0, 1)" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
 
 

@@ -112,3 +112,20 @@ def test_windows_make_every_training_event_a_target_once():
     assert pairs == {(x, x + 1) for x in range(2, 13)} | {(5, 6)}
     newest, _ = _training_arrays(seqs, max_len=4, windows=False)
     assert newest.tolist() == [[9, 10, 11, 12], [0, 0, 0, 5]]  # one sample per user
+
+
+def test_plateau_cuts_the_learning_rate_before_it_stops(sim_dir):
+    data = DataSource(events=sim_dir / "events.jsonl").load()
+    vocab, split = prepare(data, use_text=False)
+    cfg = ModelConfig(n_rows=vocab.n_rows, max_len=10, dim=16, n_layers=1)
+    seed_everything(0)
+    model = build_model(cfg, split.train, None)
+    # a rate far below float32 resolution leaves the weights, so every validation ties: plateau
+    tcfg = TrainConfig(epochs=20, lr=1e-12, patience=1, lr_drops=2, lr_drop_factor=0.5,
+                       device="cpu")
+    result = train_model(model, split, tcfg, progress=False)
+    assert [h["lr"] for h in result.history] == [1e-12, 1e-12, 5e-13, 2.5e-13]
+    assert result.epochs_run == 4 and result.best_epoch == 1
+    plain = train_model(build_model(cfg, split.train, None), split,
+                        TrainConfig(epochs=20, lr=1e-12, patience=1, device="cpu"), progress=False)
+    assert plain.epochs_run == 2
