@@ -45,6 +45,9 @@ def _add_hparam_args(g) -> None:
                         "time from the best weights, before stopping")
     g.add_argument("--lr-drop-factor", type=float, default=_D_TRAIN.lr_drop_factor,
                    help="multiplier of each --lr-drops cut")
+    g.add_argument("--ema-decay", type=float, default=_D_TRAIN.ema_decay,
+                   help="validate and keep a moving average of the weights with this per-step "
+                        "decay (0 = off, e.g. 0.99)")
     g.add_argument("--loss", choices=("ce", "sampled"), default=_D_TRAIN.loss)
     g.add_argument("--negatives", type=int, default=_D_TRAIN.n_negatives,
                    help="negatives per batch for --loss sampled")
@@ -180,7 +183,8 @@ def _configs(args: argparse.Namespace, device: str) -> tuple[ModelConfig, TrainC
                             eval_every=args.eval_every, seed=args.seed, device=device,
                             top_k=getattr(args, "top_k", _D_TRAIN.top_k), max_minutes=args.max_minutes,
                             precision=args.precision, windows=args.windows,
-                            lr_drops=args.lr_drops, lr_drop_factor=args.lr_drop_factor)
+                            lr_drops=args.lr_drops, lr_drop_factor=args.lr_drop_factor,
+                            ema_decay=args.ema_decay)
     return model_cfg, train_cfg
 
 

@@ -97,6 +97,8 @@ class TrainConfig(DictConfig):
             and optimizer state are restored and the rate multiplied by ``lr_drop_factor``;
             the plateau after the last cut stops training (0 = stop at the first plateau).
         lr_drop_factor: the factor of each cut, in (0, 1).
+        ema_decay: validate and keep an exponential moving average of the weights, updated
+            after every step with this decay (0 = off; 0.99 averages about the last 100 steps).
     """
 
     epochs: int = 200
@@ -117,6 +119,7 @@ class TrainConfig(DictConfig):
     windows: bool = True
     lr_drops: int = 0
     lr_drop_factor: float = 0.3
+    ema_decay: float = 0.0
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):
@@ -128,3 +131,5 @@ class TrainConfig(DictConfig):
         if self.lr_drops < 0 or not 0.0 < self.lr_drop_factor < 1.0:
             raise ValueError("lr_drops must be >= 0 and lr_drop_factor in (0, 1), not "
                              f"{self.lr_drops} and {self.lr_drop_factor}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ValueError(f"ema_decay must be in [0, 1), not {self.ema_decay}")

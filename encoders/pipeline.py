@@ -194,7 +194,7 @@ def train_and_export(
 def _train_summary(cfg: TrainConfig) -> dict[str, Any]:
     keep = ("epochs", "batch_size", "lr", "weight_decay", "loss", "n_negatives", "patience",
             "eval_every", "id_dropout", "unk_prob", "max_minutes", "precision", "windows", "lr_drops",
-            "lr_drop_factor")
+            "lr_drop_factor", "ema_decay")
     return {k: v for k, v in cfg.to_dict().items() if k in keep}
 
 

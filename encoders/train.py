@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import random
@@ -14,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from encoders.averaging import WeightAverage
 from encoders.config import FIRST_ITEM_ID, PAD_ID, UNK_ID, ModelConfig, TrainConfig
 from encoders.evaluate import evaluate_scorer, model_scorer
 from encoders.loss import full_softmax_ce
@@ -158,7 +160,8 @@ def train_model(
 
     A validation plateau (``cfg.patience`` validations without a better NDCG@10) stops the
     run, unless ``cfg.lr_drops`` cuts are left: then the best weights and optimizer state come
-    back and the learning rate is multiplied by ``cfg.lr_drop_factor``.
+    back and the learning rate is multiplied by ``cfg.lr_drop_factor``. With ``cfg.ema_decay``
+    the moving average of the weights is what is validated and kept.
 
     Args:
         model: a freshly built model (see :func:`build_model`).
@@ -177,6 +180,7 @@ def train_model(
     best = (-1.0, 0, {}, copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
     history: list[dict] = []
     since_best, lr, drops_left = 0, cfg.lr, cfg.lr_drops
+    average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
     t0 = time.perf_counter()
     bar = tqdm(range(1, cfg.epochs + 1), desc="train", unit="epoch", disable=not progress)
     epoch = 0
@@ -195,19 +199,21 @@ def train_model(
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if average is not None:
+                average.update()
             total, steps = total + loss.item(), steps + 1
             bar.set_postfix(loss=f"{total / steps:.4f}", refresh=False)
         record = {"epoch": epoch, "loss": total / max(steps, 1), "lr": lr}
         out_of_time = cfg.max_minutes and time.perf_counter() - t0 > 60.0 * cfg.max_minutes
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs or out_of_time:
-            valid = evaluate_scorer(model_scorer(model, device), split.valid)
+            with average.applied() if average else contextlib.nullcontext():
+                valid = evaluate_scorer(model_scorer(model, device), split.valid)
+                improved = valid[SELECT_METRIC] > best[0]
+                if improved:
+                    best = (valid[SELECT_METRIC], epoch, valid, copy.deepcopy(model.state_dict()),
+                            copy.deepcopy(opt.state_dict()))
             record.update({f"val_{k}": v for k, v in valid.items()})
-            if valid[SELECT_METRIC] > best[0]:
-                best = (valid[SELECT_METRIC], epoch, valid, copy.deepcopy(model.state_dict()),
-                        copy.deepcopy(opt.state_dict()))
-                since_best = 0
-            else:
-                since_best += 1
+            since_best = 0 if improved else since_best + 1
             bar.set_postfix(
                 loss=f"{record['loss']:.4f}", val_ndcg10=f"{valid['ndcg@10']:.4f}",
                 val_r10=f"{valid['recall@10']:.4f}", best=best[1],
@@ -220,6 +226,8 @@ def train_model(
             drops_left, since_best, lr = drops_left - 1, 0, lr * cfg.lr_drop_factor
             model.load_state_dict(best[3])
             opt.load_state_dict(best[4])
+            if average is not None:
+                average.reset()
             for group in opt.param_groups:
                 group["lr"] = lr
             logger.info("plateau at epoch %d: back to epoch %d, learning rate %.3g",
