@@ -9,6 +9,7 @@ import random
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -25,6 +26,22 @@ from encoders.split import Split, left_pad
 logger = logging.getLogger(__name__)
 
 SELECT_METRIC = "ndcg@10"
+
+
+class _Best(NamedTuple):
+    """The best validated state so far (optimizer state only when a learning-rate cut needs it)."""
+
+    score: float
+    epoch: int
+    valid: dict[str, float]
+    weights: dict[str, torch.Tensor]
+    opt_state: dict | None
+
+
+def _snapshot(score: float, epoch: int, valid: dict[str, float], model: SASRec,
+              opt: torch.optim.Optimizer, cfg: TrainConfig) -> _Best:
+    return _Best(score, epoch, valid, copy.deepcopy(model.state_dict()),
+                 copy.deepcopy(opt.state_dict()) if cfg.lr_drops else None)
 
 
 @dataclass
@@ -177,7 +194,7 @@ def train_model(
         raise ValueError("no user has 2 or more training items; the data set is too small.")
     lengths = (inputs_np != PAD_ID).sum(1)
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    best = (-1.0, 0, {}, copy.deepcopy(model.state_dict()), copy.deepcopy(opt.state_dict()))
+    best = _snapshot(-1.0, 0, {}, model, opt, cfg)
     history: list[dict] = []
     since_best, lr, drops_left = 0, cfg.lr, cfg.lr_drops
     average = WeightAverage(model, cfg.ema_decay) if cfg.ema_decay else None
@@ -208,15 +225,14 @@ def train_model(
         if epoch % cfg.eval_every == 0 or epoch == cfg.epochs or out_of_time:
             with average.applied() if average else contextlib.nullcontext():
                 valid = evaluate_scorer(model_scorer(model, device), split.valid)
-                improved = valid[SELECT_METRIC] > best[0]
+                improved = valid[SELECT_METRIC] > best.score
                 if improved:
-                    best = (valid[SELECT_METRIC], epoch, valid, copy.deepcopy(model.state_dict()),
-                            copy.deepcopy(opt.state_dict()))
+                    best = _snapshot(valid[SELECT_METRIC], epoch, valid, model, opt, cfg)
             record.update({f"val_{k}": v for k, v in valid.items()})
             since_best = 0 if improved else since_best + 1
             bar.set_postfix(
                 loss=f"{record['loss']:.4f}", val_ndcg10=f"{valid['ndcg@10']:.4f}",
-                val_r10=f"{valid['recall@10']:.4f}", best=best[1],
+                val_r10=f"{valid['recall@10']:.4f}", best=best.epoch,
             )
         record["seconds"] = time.perf_counter() - t_epoch
         history.append(record)
@@ -224,28 +240,28 @@ def train_model(
                                  for k, v in record.items()})
         if since_best >= cfg.patience and drops_left:
             drops_left, since_best, lr = drops_left - 1, 0, lr * cfg.lr_drop_factor
-            model.load_state_dict(best[3])
-            opt.load_state_dict(best[4])
+            model.load_state_dict(best.weights)
+            opt.load_state_dict(best.opt_state)
             if average is not None:
                 average.reset()
             for group in opt.param_groups:
                 group["lr"] = lr
             logger.info("plateau at epoch %d: back to epoch %d, learning rate %.3g",
-                        epoch, best[1], lr)
+                        epoch, best.epoch, lr)
         elif since_best >= cfg.patience:
-            logger.info("early stop at epoch %d (best epoch %d)", epoch, best[1])
+            logger.info("early stop at epoch %d (best epoch %d)", epoch, best.epoch)
             break
         if out_of_time:
             logger.info("time budget of %.1f min used after epoch %d (best epoch %d)",
-                        cfg.max_minutes, epoch, best[1])
+                        cfg.max_minutes, epoch, best.epoch)
             break
     bar.close()
-    model.load_state_dict(best[3])
+    model.load_state_dict(best.weights)
     model.eval()
     return TrainResult(
         model=model,
-        best_epoch=best[1],
-        best_valid=best[2],
+        best_epoch=best.epoch,
+        best_valid=best.valid,
         epochs_run=epoch,
         seconds=time.perf_counter() - t0,
         device=str(device),

@@ -13,8 +13,8 @@ from encoders.train import (
     build_model,
     seed_everything,
     sequence_loss,
-    train_model,
 )
+from tests.model.tiny import train_tiny
 
 
 def test_sasrec_beats_popularity(trained):
@@ -36,14 +36,9 @@ def test_exported_model_scores_like_torch_on_the_test_split(trained, sim_dir):
 
 
 def _tiny_run(sim_dir, loss: str, seed: int = 0):
-    data = DataSource(events=sim_dir / "events.jsonl").load()
-    vocab, split = prepare(data, use_text=False)
-    cfg = ModelConfig(n_rows=vocab.n_rows, max_len=10, dim=16, n_layers=1, dropout=0.1)
     tcfg = TrainConfig(epochs=2, batch_size=64, loss=loss, n_negatives=32, seed=seed,
                        device="cpu")
-    seed_everything(seed)
-    model = build_model(cfg, split.train, None)
-    return train_model(model, split, tcfg, progress=False)
+    return train_tiny(sim_dir, tcfg, seed=seed, dropout=0.1)
 
 
 def test_training_is_deterministic_given_the_seed(sim_dir):
@@ -90,13 +85,8 @@ def test_encoder_is_causal_and_zeroes_padding(sim_dir):
 
 
 def test_time_budget_stops_after_one_validated_epoch(sim_dir):
-    data = DataSource(events=sim_dir / "events.jsonl").load()
-    vocab, split = prepare(data, use_text=False)
-    cfg = ModelConfig(n_rows=vocab.n_rows, max_len=10, dim=16, n_layers=1)
-    seed_everything(0)
-    model = build_model(cfg, split.train, None)
     tcfg = TrainConfig(epochs=50, eval_every=10, max_minutes=1e-9, device="cpu")
-    result = train_model(model, split, tcfg, progress=False)
+    result = train_tiny(sim_dir, tcfg)
     assert result.epochs_run == 1 and result.best_epoch == 1
     assert "val_ndcg@10" in result.history[0]
 
@@ -115,17 +105,11 @@ def test_windows_make_every_training_event_a_target_once():
 
 
 def test_plateau_cuts_the_learning_rate_before_it_stops(sim_dir):
-    data = DataSource(events=sim_dir / "events.jsonl").load()
-    vocab, split = prepare(data, use_text=False)
-    cfg = ModelConfig(n_rows=vocab.n_rows, max_len=10, dim=16, n_layers=1)
-    seed_everything(0)
-    model = build_model(cfg, split.train, None)
     # a rate far below float32 resolution leaves the weights, so every validation ties: plateau
     tcfg = TrainConfig(epochs=20, lr=1e-12, patience=1, lr_drops=2, lr_drop_factor=0.5,
                        device="cpu")
-    result = train_model(model, split, tcfg, progress=False)
+    result = train_tiny(sim_dir, tcfg)
     assert [h["lr"] for h in result.history] == [1e-12, 1e-12, 5e-13, 2.5e-13]
     assert result.epochs_run == 4 and result.best_epoch == 1
-    plain = train_model(build_model(cfg, split.train, None), split,
-                        TrainConfig(epochs=20, lr=1e-12, patience=1, device="cpu"), progress=False)
+    plain = train_tiny(sim_dir, TrainConfig(epochs=20, lr=1e-12, patience=1, device="cpu"))
     assert plain.epochs_run == 2
