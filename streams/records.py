@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import math
 from dataclasses import dataclass
@@ -17,9 +18,15 @@ MISSING_FIELD = "missing_field"
 BAD_FIELD = "bad_field"
 UNKNOWN_EVENT_TYPE = "unknown_event_type"
 BAD_KEY = "bad_key"
-REASONS = (OVERSIZED, NOT_JSON, NOT_OBJECT, MISSING_FIELD, BAD_FIELD, UNKNOWN_EVENT_TYPE, BAD_KEY)
+INTERNAL_ERROR = "internal_error"  # the worker failed on an event it accepted: a bug, never the sender's fault
+REASONS = (OVERSIZED, NOT_JSON, NOT_OBJECT, MISSING_FIELD, BAD_FIELD, UNKNOWN_EVENT_TYPE, BAD_KEY, INTERNAL_ERROR)
 
 MAX_ID_CHARS = 256
+MAX_TS = 253402300800.0  # 10000-01-01T00:00:00Z: later instants have no ISO-8601 form
+# A dead letter carries at most this much of the original value and key (base64 grows it by 4/3), so it
+# always fits the broker's default 1 MB message limit; longer ones are cut, with their size and sha256.
+DLQ_MAX_VALUE_BYTES = 64 * 1024
+DLQ_MAX_KEY_BYTES = 1024
 
 
 class InvalidEvent(ValueError):
@@ -65,31 +72,54 @@ def _ident(payload: dict[str, Any], field: str, required: bool) -> str | None:
         raise InvalidEvent(BAD_FIELD, f"'{field}' must not be empty")
     if len(text) > MAX_ID_CHARS:
         raise InvalidEvent(BAD_FIELD, f"'{field}' is longer than {MAX_ID_CHARS} characters")
+    if not _is_unicode(text):
+        raise InvalidEvent(BAD_FIELD, f"'{field}' holds an unpaired surrogate (\\ud800-\\udfff): not valid Unicode")
     return text
 
 
+def _is_unicode(text: str) -> bool:
+    """False for strings with lone surrogates, which JSON escapes can produce but UTF-8 cannot encode."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
 def parse_ts(value: Any) -> float:
-    """Epoch seconds (int/float) or an ISO-8601 string to epoch seconds.
+    """Epoch seconds (int/float) or an ISO-8601 string (no zone = UTC) to epoch seconds.
+
+    One rule for every format: the instant must lie between 1970-01-01 and 9999-12-31 (UTC).
 
     Raises:
-        InvalidEvent: for anything else, or a non-finite or negative number.
+        InvalidEvent: ``bad_field`` for anything else.
     """
     if isinstance(value, bool):
         raise InvalidEvent(BAD_FIELD, "'ts' must be epoch seconds or ISO-8601, got a boolean")
     if isinstance(value, (int, float)):
-        ts = float(value)
-        if not math.isfinite(ts) or ts < 0:
-            raise InvalidEvent(BAD_FIELD, f"'ts' must be finite, non-negative epoch seconds, got {value!r}")
-        return ts
-    if isinstance(value, str):
+        try:
+            ts = float(value)
+        except OverflowError:
+            ts = math.inf
+        shown = repr(value)[:40]
+    elif isinstance(value, str):
+        shown = repr(value[:40])
         try:
             moment = datetime.fromisoformat(value.strip())
-        except ValueError:
-            raise InvalidEvent(BAD_FIELD, f"'ts' is not ISO-8601: {value[:40]!r}") from None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=timezone.utc)
-        return moment.timestamp()
-    raise InvalidEvent(BAD_FIELD, f"'ts' must be epoch seconds or ISO-8601, got {type(value).__name__}")
+            if moment.tzinfo is None:
+                moment = moment.replace(tzinfo=timezone.utc)
+            ts = moment.timestamp()
+        except (ValueError, OverflowError):
+            raise InvalidEvent(BAD_FIELD, f"'ts' is not ISO-8601: {shown}") from None
+    else:
+        raise InvalidEvent(BAD_FIELD, f"'ts' must be epoch seconds or ISO-8601, got {type(value).__name__}")
+    if not (math.isfinite(ts) and 0.0 <= ts < MAX_TS):
+        raise InvalidEvent(BAD_FIELD, f"'ts' must lie between 1970-01-01 and 9999-12-31 UTC, got {shown}")
+    return ts
 
 
 def parse_event(
@@ -117,9 +147,15 @@ def parse_event(
     if len(raw) > max_bytes:
         raise InvalidEvent(OVERSIZED, f"{len(raw)} bytes, the limit is {max_bytes}")
     try:
-        payload = json.loads(raw)
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise InvalidEvent(NOT_JSON, f"not UTF-8 JSON ({exc.__class__.__name__}: {str(exc)[:80]})") from None
+        text = raw.decode("utf-8")  # strictly UTF-8: json.loads(bytes) would also take UTF-16 and UTF-32
+    except UnicodeDecodeError as exc:
+        raise InvalidEvent(NOT_JSON, f"not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    try:
+        payload = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError:
+        raise InvalidEvent(NOT_JSON, "JSON nested too deeply") from None
+    except ValueError as exc:  # JSONDecodeError, NaN/Infinity, integers beyond Python's digit limit
+        raise InvalidEvent(NOT_JSON, f"not JSON ({exc.__class__.__name__}: {str(exc)[:80]})") from None
     if not isinstance(payload, dict):
         raise InvalidEvent(NOT_OBJECT, f"a JSON object is required, got {type(payload).__name__}")
     user_id = _ident(payload, "user_id", required=True)
@@ -136,10 +172,27 @@ def parse_event(
     event_id = _ident(payload, "event_id", required=False)
     if key is None and require_key:
         raise InvalidEvent(BAD_KEY, "events must be keyed by user_id (the message has no key)")
-    if key is not None and key.decode("utf-8", "replace") != user_id:
+    if key is not None and key != user_id.encode("utf-8"):
         raise InvalidEvent(BAD_KEY, "events must be keyed by user_id (key and user_id differ)")
     assert user_id is not None and item_id is not None
     return Event(user_id, item_id, event_type, ts, scenario, event_id)
+
+
+def _bounded_b64(data: bytes | None, limit: int, name: str, record: dict[str, Any]) -> None:
+    """Put ``data`` into ``record`` as base64, cut to ``limit`` bytes with its size and sha256 when longer."""
+    if data is None:
+        record[f"{name}_b64"] = None
+        return
+    record[f"{name}_b64"] = base64.b64encode(data[:limit]).decode()
+    if len(data) > limit:
+        record[f"{name}_truncated"] = True
+        record[f"{name}_size"] = len(data)
+        record[f"{name}_sha256"] = hashlib.sha256(data).hexdigest()
+
+
+def dead_letter_key(key: bytes | None) -> bytes:
+    """The Kafka key of a dead letter: the original key, cut to DLQ_MAX_KEY_BYTES."""
+    return (key or b"")[:DLQ_MAX_KEY_BYTES]
 
 
 def dead_letter(
@@ -151,15 +204,19 @@ def dead_letter(
     offset: int,
     now: float,
 ) -> bytes:
-    """The `events-dlq` record: the original bytes (base64), where they came from, and why."""
+    """The `events-dlq` record: the original bytes (base64), where they came from, and why.
+
+    Values longer than DLQ_MAX_VALUE_BYTES (keys: DLQ_MAX_KEY_BYTES) are cut; the record then says so
+    (``value_truncated``) and carries the full ``value_size`` and ``value_sha256``.
+    """
     record: dict[str, Any] = {
         "reason": error.reason,
-        "detail": error.detail,
+        "detail": error.detail[:1000],
         "source": {"topic": topic, "partition": partition, "offset": offset},
-        "key_b64": base64.b64encode(key).decode() if key is not None else None,
-        "value_b64": base64.b64encode(raw).decode() if raw is not None else None,
-        "failed_ts": now,
     }
+    _bounded_b64(key, DLQ_MAX_KEY_BYTES, "key", record)
+    _bounded_b64(raw, DLQ_MAX_VALUE_BYTES, "value", record)
+    record["failed_ts"] = now
     return json.dumps(record).encode()
 
 
