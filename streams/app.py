@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
+from typing import Callable
 
 import faust
+from faust.streams import current_event
 from prometheus_client import CollectorRegistry, start_http_server
 
 from serving.registry import REJECTED, SWAPPED, ModelRegistry, engine_loader
-from streams.kafka_admin import ensure_topics
+from streams.kafka_admin import ensure_topics, kafka_answers
+from streams.kafka_reader import fetch_range
 from streams.metrics import Metrics
-from streams.pipeline import Pipeline, Send
+from streams.pipeline import Outcome, Pipeline, Send, Source
 from streams.records import REASONS
+from streams.sequences import watermark_key
 from streams.settings import Settings
+from streams.supervision import EXIT_FAILED, Worker, exit_now
+from streams.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
 
@@ -44,12 +52,18 @@ def build_app(
     registry: ModelRegistry,
     metrics: Metrics,
     sinks: tuple[Send, Send] | None = None,
+    watchdog: Watchdog | None = None,
+    on_fatal: Callable[[str, BaseException], None] | None = None,
 ) -> tuple[faust.App, Pipeline]:
     """The Faust app with its agent wired to a :class:`Pipeline`.
 
     Args:
         sinks: ``(send_recommendation, send_dead_letter)``; default: the output topics (tests inject fakes).
+        watchdog: told each housekeeping tick how every assigned partition is doing.
+        on_fatal: called with a reason when the agent cannot go on; default: log and exit the process
+            non-zero, so a supervisor restarts it (a live process that does nothing is the worst state).
     """
+    fatal = on_fatal or (lambda reason, exc: exit_now(EXIT_FAILED, reason, exc))
     app = faust.App(
         settings.app_id,
         broker=[f"kafka://{host}" for host in settings.kafka_bootstrap.split(",")],
@@ -63,6 +77,10 @@ def build_app(
         consumer_auto_offset_reset="earliest",
         producer_linger_ms=settings.producer_linger_ms,
         producer_max_batch_size=256 * 1024,
+        broker_session_timeout=settings.session_timeout,
+        broker_heartbeat_interval=settings.session_timeout / 3,
+        broker_commit_interval=settings.commit_interval,
+        consumer_group_instance_id=settings.instance_id,
     )
     events = app.topic(settings.events_topic, partitions=settings.partitions)
     recommendations = app.topic(settings.recommendations_topic)
@@ -71,15 +89,17 @@ def build_app(
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-model")
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-model-loader")  # swaps never stall scoring
 
+    drain = None
     if sinks is None:
-        async def send_recommendation(key: bytes, value: bytes) -> object:
-            return await recommendations.send(key=key, value=value)
+        sinks = (partial(_send, recommendations), partial(_send, dlq))
+        drain = partial(_drain_producer_buffer, app)
+    refetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-refetch")
+    pipeline = Pipeline(settings, registry, metrics, table, *sinks, executor,
+                        fetch=partial(fetch_range, settings.kafka_bootstrap), fetch_executor=refetch)
 
-        async def send_dead_letter(key: bytes, value: bytes) -> object:
-            return await dlq.send(key=key, value=value)
-
-        sinks = (send_recommendation, send_dead_letter)
-    pipeline = Pipeline(settings, registry, metrics, table, *sinks, executor)
+    @app.on_partitions_revoked.connect
+    async def forget(app: faust.App, revoked: set, **kwargs: object) -> None:
+        pipeline.forget_partitions()
     metrics.model_info.labels(registry.current.version).set(1)
     for event_type in settings.event_types:  # every labelled series exists from the start (dashboards, increase())
         metrics.events.labels(event_type)
@@ -88,33 +108,59 @@ def build_app(
     for outcome in (SWAPPED, REJECTED):
         metrics.model_swaps.labels(outcome)
 
+    async def ingest(raw: bytes | None) -> list[Outcome]:
+        message = current_event().message  # type: ignore[union-attr]
+        source = Source(message.topic, message.partition, message.offset, message.key, message.timestamp)
+        try:
+            return await pipeline.ingest(source, raw)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # escaping here would hang the agent silently (faust's take())
+            fatal(f"handling {source.topic}[{source.partition}]@{source.offset} failed", exc)
+            raise
+
     async def recommend(stream: faust.Stream) -> None:
-        stream.add_processor(pipeline.ingest)
-        async for batch in stream.take(settings.max_batch, within=settings.max_wait):
-            await pipeline.publish_batch(batch)
+        stream.add_processor(ingest)
+        try:
+            async for batch in stream.take(settings.max_batch, within=settings.max_wait):
+                await pipeline.publish_batch([outcome for handled in batch for outcome in handled])
+                if drain is not None:
+                    await drain()  # every table write of the batch is with the Kafka client before faust acks it
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            fatal("the recommend agent failed", exc)
+            raise
 
     app.agent(events, name="recommend")(recommend)
 
     ticks = itertools.count()
     lag_series: set[tuple[str, int]] = set()
     count_every = 1 if settings.store.startswith("memory") else USERS_COUNT_SECONDS // HOUSEKEEPING_SECONDS
+    progress = pipeline.progress
 
     async def housekeeping() -> None:
         if next(ticks) % count_every == 0:  # counting a RocksDB table walks its keys: not every tick
-            metrics.users_tracked.set(len(table))
+            metrics.users_tracked.set(len(table) - sum(1 for p in range(settings.partitions)
+                                                          if watermark_key(p) in table))
         consumer = app.consumer
-        assigned = {tp for tp in consumer.assignment() if tp.topic == settings.events_topic}
-        for topic, partition in set(lag_series) - {(tp.topic, tp.partition) for tp in assigned}:
+        assigned = {(tp.topic, tp.partition): tp for tp in consumer.assignment() if tp.topic == settings.events_topic}
+        for topic, partition in lag_series - set(assigned):
             metrics.consumer_lag.remove(topic, str(partition))  # moved to another worker by a rebalance
             lag_series.discard((topic, partition))
-        for tp in assigned:
+            progress.forget((topic, partition))
+        health: dict[tuple[str, int], tuple[int | None, int]] = {}
+        for key, tp in assigned.items():
             highwater = consumer.highwater(tp)
-            done = pipeline.processed_offsets.get((tp.topic, tp.partition))
             if highwater is None:
                 continue
-            lag = highwater - (done + 1) if done is not None else highwater - (await consumer.position(tp) or 0)
-            metrics.consumer_lag.labels(tp.topic, str(tp.partition)).set(max(0, lag))
-            lag_series.add((tp.topic, tp.partition))
+            position = None if progress.offset(key) is not None else await consumer.position(tp)
+            lag = progress.lag(key, highwater, position)
+            metrics.consumer_lag.labels(key[0], str(key[1])).set(lag)
+            lag_series.add(key)
+            health[key] = (progress.offset(key), lag)
+        if watchdog is not None:
+            watchdog.beat(health, busy=bool(app.rebalancing or app.in_recovery))
 
     app.timer(HOUSEKEEPING_SECONDS, name="streamrec.housekeeping")(housekeeping)
 
@@ -132,6 +178,22 @@ def build_app(
     return app, pipeline
 
 
+async def _drain_producer_buffer(app: faust.App) -> None:
+    """Wait until faust has handed every buffered table write to the Kafka client.
+
+    faust's own buffer flush gives up after 0.1 s while writes are still queued, and a commit could then
+    precede them; waiting here, before the batch's events are acknowledged, keeps the changelog ahead.
+    """
+    buffer = app.producer.buffer
+    while buffer.size:
+        await asyncio.sleep(0.001)
+
+
+async def _send(topic: faust.types.TopicT, key: bytes, value: bytes) -> object:
+    """Hand a record to faust's producer; the returned future completes when the broker has it."""
+    return await topic.send(key=key, value=value)
+
+
 def run_worker(settings: Settings) -> int:
     """Start the worker in this process and block until it is stopped (SIGINT/SIGTERM)."""
     registry = load_registry(settings)
@@ -145,12 +207,17 @@ def run_worker(settings: Settings) -> int:
             raise SystemExit(f"streamrec worker: cannot serve metrics on port {settings.metrics_port} ({exc.strerror}): "
                              "set STREAMREC_METRICS_PORT to a free port (0 turns the endpoint off)") from None
         logger.info("metrics on http://0.0.0.0:%d/metrics", settings.metrics_port)
-    app, _ = build_app(settings, registry, metrics)
+    watchdog = None
+    if settings.stall_timeout > 0:
+        watchdog = Watchdog(settings.stall_timeout, partial(kafka_answers, settings.kafka_bootstrap, 3.0))
+        watchdog.watch(lambda reason: exit_now(EXIT_FAILED, f"stalled: {reason}"))
+    app, _ = build_app(settings, registry, metrics, watchdog=watchdog)
     logger.info(
         "worker %s: %s -> %s (dead letters: %s), model %s on %s, batches of <= %d within %.3fs",
         settings.app_id, settings.events_topic, settings.recommendations_topic, settings.dlq_topic,
         registry.current.version, registry.current.device, settings.max_batch, settings.max_wait,
     )
-    worker = faust.Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False)
+    worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False,
+                    shutdown_timeout=settings.shutdown_timeout)
     worker.execute_from_commandline()
     return 0

@@ -20,6 +20,7 @@ class Metrics(NamedTuple):
     events: Counter
     events_invalid: Counter
     recommendations: Counter
+    events_refetched: Counter
     users_tracked: Gauge
     model_info: Gauge
     model_swaps: Counter
@@ -45,6 +46,10 @@ class Metrics(NamedTuple):
                 registry=registry),
             recommendations=Counter(
                 "streamrec_recommendations_total", "Recommendation records published", registry=registry),
+            events_refetched=Counter(
+                "streamrec_events_refetched_total",
+                "Events the consumer skipped (e.g. around a rebalance) that the worker read again and handled",
+                registry=registry),
             users_tracked=Gauge(
                 "streamrec_users_tracked", "Users with a sequence in this worker's table partitions",
                 registry=registry),

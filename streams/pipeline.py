@@ -1,26 +1,59 @@
-"""What the agent does with each event and each batch, with its I/O injected."""
+"""What the worker does with each event and each batch: plain records in, I/O injected, no Faust."""
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 import time
 from concurrent.futures import Executor
+from dataclasses import dataclass
 from typing import Awaitable, Callable, MutableMapping, Sequence
-
-from faust.exceptions import Skip
-from faust.streams import current_event
 
 from serving.engine import Engine, ScoredItem
 from serving.registry import ModelRegistry
 from streams.metrics import Metrics
-from streams.records import InvalidEvent, dead_letter, parse_event, recommendation
-from streams.sequences import Update, UserHistory, apply_event, latest_per_user
+from streams.progress import Progress
+from streams.records import (
+    INTERNAL_ERROR, InvalidEvent, dead_letter, dead_letter_key, parse_event, recommendation,
+)
+from streams.sequences import Update, UserHistory, apply_event, latest_per_user, watermark_key, watermark_of
 from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 
+# send(key, value) hands a record to the producer; what it returns, when awaitable, completes on delivery.
 Send = Callable[[bytes, bytes], Awaitable[object]]
+# fetch(topic, partition, start, end) -> the records at offsets [start, end) as (Source, value); blocking.
+Fetch = Callable[[str, int, int, int], "list[tuple[Source, bytes | None]]"]
+
+WATERMARK_EVERY = 100  # events between two watermark writes of a partition (a restart re-reads at most these)
+
+DLQ_RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)  # then every 5 s until the dead letter is written
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Where one `events` record came from: all the pipeline needs of the Kafka message besides its value."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    timestamp: float | None  # the record's timestamp, epoch seconds
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """An event sent to the dead-letter topic; ``delivered`` completes when the broker has it."""
+
+    source: Source
+    key: bytes
+    record: bytes
+    delivered: object
+
+
+Outcome = Update | DeadLetter | None  # None: a replayed event whose newer successor publishes instead
 
 
 class Pipeline:
@@ -34,6 +67,9 @@ class Pipeline:
         send_recommendation: ``(key, value)`` -> awaitable, publishes to `recommendations`.
         send_dead_letter: ``(key, value)`` -> awaitable, publishes to `events-dlq`.
         executor: where model calls run (never on the event loop).
+        progress: the newest handled offset per partition (lag, the stall watchdog).
+        fetch: reads a range of the events topic again (see :meth:`ingest`); None turns that off.
+        fetch_executor: where ``fetch`` runs.
     """
 
     def __init__(
@@ -45,6 +81,9 @@ class Pipeline:
         send_recommendation: Send,
         send_dead_letter: Send,
         executor: Executor,
+        progress: Progress | None = None,
+        fetch: Fetch | None = None,
+        fetch_executor: Executor | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -54,37 +93,130 @@ class Pipeline:
         self._send_dead_letter = send_dead_letter
         self._executor = executor
         self._event_types = frozenset(settings.event_types)
-        self.processed_offsets: dict[tuple[str, int], int] = {}
+        self.progress = progress or Progress()
+        self._fetch = fetch
+        self._fetch_executor = fetch_executor
+        self._marks: dict[int, int] = {}  # partition -> newest offset handled in order
+        self._persisted: dict[int, int] = {}  # partition -> the watermark last written to the table
 
-    async def ingest(self, raw: bytes) -> Update:
-        """Stream processor, run once per event with Faust's current event set.
+    def forget_partitions(self) -> None:
+        """Call when partitions are revoked: the next event of each re-reads the watermark from the table."""
+        self._marks.clear()
+        self._persisted.clear()
 
-        Returns the user's update for the batch, or raises ``Skip`` after sending an invalid event
-        to the dead-letter topic (Faust acks skipped events).
+    async def ingest(self, source: Source, raw: bytes | None) -> list[Outcome]:
+        """Handle one event, after any events of its partition that the consumer skipped. Never raises.
+
+        The table holds, per partition, a watermark: the newest offset handled in order. An event beyond it
+        means the consumer skipped records (faust can do so around rebalances, counting them as done); they
+        are read again with ``fetch`` and handled first, in order.
+
+        Returns:
+            Per event handled: the user's update to publish; a :class:`DeadLetter`; or ``None`` for a replayed
+            event that a newer event of the same user (also being replayed) will publish.
         """
-        event = current_event()
-        if event is None:
-            raise RuntimeError("Pipeline.ingest must run inside a Faust stream")
-        message = event.message
-        self.processed_offsets[(message.topic, message.partition)] = message.offset
+        outcomes: list[Outcome] = []
+        mark = self._mark(source.partition)
+        if mark is not None and source.offset > mark + 1 and self._fetch is not None:
+            outcomes.extend(await self._refetch(source, mark + 1))
+        outcomes.append(await self._ingest_one(source, raw))
+        if mark is None or source.offset > mark:
+            self._advance(source.partition, source.offset)
+        return outcomes
+
+    def _mark(self, partition: int) -> int | None:
+        if partition not in self._marks:
+            persisted = watermark_of(self.table.get(watermark_key(partition)))
+            if persisted is None:
+                return None
+            self._marks[partition] = self._persisted[partition] = persisted
+        return self._marks[partition]
+
+    def _advance(self, partition: int, offset: int) -> None:
+        self._marks[partition] = offset
+        if offset - self._persisted.get(partition, -WATERMARK_EVERY) >= WATERMARK_EVERY:
+            self.table[watermark_key(partition)] = {"offset": offset}
+            self._persisted[partition] = offset
+
+    async def _refetch(self, source: Source, start: int) -> list[Outcome]:
+        """Handle the records of ``source``'s partition from ``start`` up to it, read again from the broker."""
+        assert self._fetch is not None
+        loop = asyncio.get_running_loop()
+        pause = 0.5
+        while True:
+            try:
+                missing = await loop.run_in_executor(self._fetch_executor, self._fetch, source.topic,
+                                                     source.partition, start, source.offset)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the broker is away: the partition waits, nothing is skipped
+                logger.warning("cannot read %s[%d] %d..%d again (%s: %s); retrying in %.1fs", source.topic,
+                               source.partition, start, source.offset - 1, exc.__class__.__name__, exc, pause)
+                await asyncio.sleep(pause)
+                pause = min(5.0, pause * 2)
+        level = logging.WARNING if missing else logging.DEBUG  # none: transaction markers, or deleted by retention
+        logger.log(level, "the consumer skipped %s[%d] offsets %d..%d: %d events read again and handled",
+                   source.topic, source.partition, start, source.offset - 1, len(missing))
+        self.metrics.events_refetched.inc(len(missing))
+        outcomes = [await self._ingest_one(found, raw) for found, raw in missing]
+        self._persisted.pop(source.partition, None)  # write the watermark with the next event
+        return outcomes
+
+    async def _ingest_one(self, source: Source, raw: bytes | None) -> Outcome:
         try:
-            parsed = parse_event(raw, self._event_types, self.settings.max_event_bytes, key=message.key,
-                                 require_key=True)
-        except InvalidEvent as exc:
-            self.metrics.events_invalid.labels(exc.reason).inc()
-            logger.warning("dead-lettered %s[%d]@%d: %s", message.topic, message.partition, message.offset, exc)
-            record = dead_letter(raw, message.key, exc, message.topic, message.partition, message.offset, time.time())
-            await self._send_dead_letter(message.key or b"", record)
-            raise Skip() from None
-        key = parsed.user_id.encode()
+            try:
+                parsed = parse_event(raw, self._event_types, self.settings.max_event_bytes, key=source.key,
+                                     require_key=True)
+            except InvalidEvent as exc:
+                return await self._dead_letter(source, raw, exc)
+            try:
+                return self._apply(source, parsed.user_id, parsed.item_id, parsed.event_type, parsed.ts,
+                                   parsed.event_id)
+            except Exception as exc:  # a bug or a store failure: dead-letter the event, never stall the partition
+                logger.exception("failed on %s[%d]@%d", source.topic, source.partition, source.offset)
+                detail = f"{exc.__class__.__name__}: {exc}"
+                return await self._dead_letter(source, raw, InvalidEvent(INTERNAL_ERROR, detail))
+        finally:
+            self.progress.handled(source.topic, source.partition, source.offset)
+
+    def _apply(self, source: Source, user_id: str, item_id: str, event_type: str, event_ts: float,
+               event_id: str | None) -> Update | None:
+        key = user_id.encode()
         history = UserHistory.from_json(self.table.get(key))
-        updated = apply_event(history, parsed.item_id, message.offset, self.settings.max_len)
-        if updated is not None:  # None: a replayed event, already in the sequence
+        updated = apply_event(history, item_id, source.offset, self.settings.max_len)
+        if updated is None:
+            # A replay (e.g. after a crash): the event is already in the sequence. Write the value again,
+            # because the store may hold writes that never reached the changelog; only the user's newest
+            # applied event publishes, since only for it is the current sequence the one as of the event.
+            self.table[key] = history.to_json()
+            if source.offset != history.offset:
+                return None
+        else:
             self.table[key] = updated.to_json()
             history = updated
-            self.metrics.events.labels(parsed.event_type).inc()
-        record_ts = message.timestamp if message.timestamp else time.time()
-        return Update(parsed.user_id, history.items, parsed.ts, record_ts, parsed.event_id)
+            self.metrics.events.labels(event_type).inc()
+        record_ts = source.timestamp if source.timestamp else time.time()
+        return Update(user_id, history.items, event_ts, record_ts, event_id)
+
+    async def _dead_letter(self, source: Source, raw: bytes | None, error: InvalidEvent) -> DeadLetter:
+        self.metrics.events_invalid.labels(error.reason).inc()
+        if logger.isEnabledFor(logging.WARNING):
+            logger.warning("dead-lettered %s[%d]@%d: %s", source.topic, source.partition, source.offset, error)
+        record = dead_letter(raw, source.key, error, source.topic, source.partition, source.offset, time.time())
+        key = dead_letter_key(source.key)
+        return DeadLetter(source, key, record, await self._hand_over(key, record))
+
+    async def _hand_over(self, key: bytes, record: bytes) -> object:
+        """Give a dead letter to the producer; a refusal becomes a failed delivery, which is retried."""
+        try:
+            return await self._send_dead_letter(key, record)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            failed = asyncio.get_running_loop().create_future()
+            failed.set_exception(exc)
+            return failed
 
     def _score(self, engine: Engine, sequences: Sequence[tuple[str, ...]]) -> list[list[ScoredItem]]:
         started = time.perf_counter()
@@ -93,22 +225,46 @@ class Pipeline:
         self.metrics.batch_size.observe(len(sequences))
         return results
 
-    async def publish_batch(self, updates: Sequence[Update]) -> int:
-        """Score the newest update of each user in one model call and publish one record per user.
+    async def publish_batch(self, outcomes: Sequence[Outcome]) -> int:
+        """Score the newest update of each user in one model call, publish one record per user, and wait
+        until the batch's dead letters are written (so an event is never acknowledged before its dead letter).
 
         Returns:
             The number of recommendation records published.
         """
-        latest = latest_per_user(updates)
-        if not latest:
-            return 0
-        engine = self.registry.current  # one model per batch, even if a swap happens meanwhile
-        loop = asyncio.get_running_loop()
-        results = await loop.run_in_executor(self._executor, self._score, engine, [u.items for u in latest])
-        for update, items in zip(latest, results):
-            produced = time.time()
-            value = recommendation(update.user_id, items, engine.version, update.event_ts, produced, update.event_id)
-            await self._send_recommendation(update.user_id.encode(), value)
-            self.metrics.event_to_recommendation.observe(max(0.0, time.time() - update.record_ts))
-        self.metrics.recommendations.inc(len(latest))
+        latest = latest_per_user(o for o in outcomes if isinstance(o, Update))
+        if latest:
+            engine = self.registry.current  # one model per batch, even if a swap happens meanwhile
+            loop = asyncio.get_running_loop()
+            results = await loop.run_in_executor(self._executor, self._score, engine, [u.items for u in latest])
+            for update, items in zip(latest, results):
+                produced = time.time()
+                value = recommendation(update.user_id, items, engine.version, update.event_ts, produced,
+                                       update.event_id)
+                await self._send_recommendation(update.user_id.encode(), value)
+                self.metrics.event_to_recommendation.observe(max(0.0, time.time() - update.record_ts))
+            self.metrics.recommendations.inc(len(latest))
+        for outcome in outcomes:
+            if isinstance(outcome, DeadLetter):
+                await self._confirm(outcome)
         return len(latest)
+
+    async def _confirm(self, letter: DeadLetter) -> None:
+        """Wait until a dead letter is on the broker; re-send it (after a pause) for as long as that fails."""
+        attempt = 0
+        delivered = letter.delivered
+        while True:
+            try:
+                if inspect.isawaitable(delivered):
+                    await delivered
+                return
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the producer gave up on it (e.g. the broker was away too long)
+                pause = DLQ_RETRY_SECONDS[min(attempt, len(DLQ_RETRY_SECONDS) - 1)]
+                logger.warning("dead letter of %s[%d]@%d not written (%s: %s); retrying in %.1fs",
+                               letter.source.topic, letter.source.partition, letter.source.offset,
+                               exc.__class__.__name__, exc, pause)
+                attempt += 1
+                await asyncio.sleep(pause)
+                delivered = await self._hand_over(letter.key, letter.record)

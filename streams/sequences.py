@@ -58,3 +58,24 @@ def latest_per_user(updates: Iterable[Update]) -> list[Update]:
         newest.pop(update.user_id, None)
         newest[update.user_id] = update
     return list(newest.values())
+
+
+# Per-partition watermarks live in the sequence table beside the users, under keys that are not valid
+# UTF-8 and so can never be a user id (event keys must be the UTF-8 user id).
+WATERMARK_PREFIX = b"\xff\x00watermark:"
+
+
+def watermark_key(partition: int) -> bytes:
+    """The table key of the events partition's watermark: the newest offset handled in order there."""
+    return WATERMARK_PREFIX + str(partition).encode()
+
+
+def is_watermark_key(key: bytes) -> bool:
+    return key.startswith(WATERMARK_PREFIX)
+
+
+def watermark_of(value: Mapping[str, Any] | None) -> int | None:
+    """The offset in a watermark value, or None when there is none yet."""
+    if not value:
+        return None
+    return int(value["offset"])

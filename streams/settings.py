@@ -37,6 +37,18 @@ class Settings(BaseSettings):
     max_batch: int = Field(256, ge=1, description="most events scored in one model call")
     max_wait: float = Field(0.01, gt=0, description="seconds to wait for a batch to fill")
     producer_linger_ms: int = Field(5, ge=0, description="producer wait to fill a batch; fewer, larger requests")
+    session_timeout: float = Field(6.0, ge=1, description="seconds before the consumer group hands a silent "
+                                   "(crashed) worker's partitions to others; at least the broker's "
+                                   "group.min.session.timeout.ms (6 s by default)")
+    instance_id: str | None = Field(None, description="static group membership: a worker that comes back with the "
+                                    "same id gets its partitions at once instead of after the session timeout; "
+                                    "give each worker its own stable id (e.g. the pod name)")
+    commit_interval: float = Field(1.0, gt=0, description="seconds between offset commits: after a crash at most "
+                                   "this much work is replayed")
+    stall_timeout: float = Field(30.0, ge=0, description="exit non-zero when events wait and none is handled for "
+                                 "this long (outside rebalances, recovery and broker outages); 0 = never")
+    shutdown_timeout: float = Field(8.0, gt=0, description="seconds a graceful stop (SIGTERM) may take before the "
+                                    "process exits anyway")
     store: str = Field("memory://", description="Faust table store: memory:// or rocksdb:// (rocksdict)")
     data_dir: Path = Field(Path("var/faust"), description="Faust data directory (RocksDB tables)")
     metrics_port: int = Field(9108, ge=0, description="Prometheus metrics HTTP port; 0 = do not serve")

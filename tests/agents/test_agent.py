@@ -6,36 +6,11 @@ import json
 import pytest
 from prometheus_client import CollectorRegistry
 
-from serving.engine import ScoredItem
 from streams.app import TABLE_NAME, build_app
 from streams.metrics import Metrics
+from streams.sequences import is_watermark_key, watermark_key, watermark_of
 from streams.settings import Settings
-
-
-class FakeEngine:
-    """Recommends the catalog items not in the sequence, in catalog order; records each call."""
-
-    version = "fake-v1"
-    device = "cpu"
-
-    def __init__(self, catalog):
-        self.catalog = catalog
-        self.calls = []
-
-    def recommend(self, sequences, k):
-        self.calls.append([tuple(s) for s in sequences])
-        out = []
-        for seq in sequences:
-            free = [i for i in self.catalog if i not in seq][:k]
-            out.append([ScoredItem(item, float(k - rank), seq[-1] if seq else None) for rank, item in enumerate(free)])
-        return out
-
-
-class FakeRegistry:
-    follows_root = False
-
-    def __init__(self, engine):
-        self.current = engine
+from tests.fakes import FakeEngine, FakeRegistry, event
 
 
 @pytest.fixture()
@@ -57,11 +32,6 @@ def harness():
     app.conf.store = "memory://"
     app.flow_control.resume()
     return app, engine, sent, metrics
-
-
-def event(user, item, ts=1.0, event_id=None):
-    return json.dumps({"user_id": user, "item_id": item, "event_type": "click", "ts": ts,
-                       "event_id": event_id}).encode()
 
 
 async def wait_for(predicate, timeout=5.0):
@@ -90,7 +60,8 @@ def test_agent_updates_table_batches_and_publishes(harness):
     asyncio.run(scenario())
     assert table[b"u1"] == {"items": ["i1", "i3", "i4"], "offset": 3}
     assert table[b"u2"] == {"items": ["i2", "i5"], "offset": 5}
-    assert len(table) == 2, list(table.keys())
+    assert sorted(k for k in table.keys() if not is_watermark_key(k)) == [b"u1", b"u2"], list(table.keys())
+    assert watermark_of(table[watermark_key(0)]) is not None  # the partition's watermark is in the table
     # every scored sequence is a user's newest, and no user appears twice in one call
     for call in engine.calls:
         assert len(call) == len(set(call))
