@@ -84,30 +84,36 @@ class _Collector:
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.received: list[dict] = []
         self._wanted: dict[str, str] = {}
-        self._ready = threading.Event()
+        self._have: dict[str, str] = {}
+        self._lock = threading.Lock()
         self._done = threading.Event()
         self._bootstrap, self._topic = bootstrap, topic
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
-        have: dict[str, str] = {}
         for record in records(self._bootstrap, self._topic, True, timeout=900):
-            self.received.append(record)
-            have[record["user_id"]] = record["trigger_event_id"]
-            if self._wanted and all(have.get(u) == e for u, e in self._wanted.items()):
-                self._done.set()
-                self._wanted = {}
+            with self._lock:
+                self.received.append(record)
+                self._have[record["user_id"]] = record["trigger_event_id"]
+                self._check()
+
+    def _check(self) -> None:
+        if self._wanted and all(self._have.get(u) == e for u, e in self._wanted.items()):
+            self._done.set()
+            self._wanted = {}
 
     def wait_for(self, events: list[dict], timeout: float) -> list[dict]:
         """Block until each user's last event in ``events`` has been answered; return the new records."""
-        start = len(self.received)
-        self._done.clear()
-        self._wanted = {e["user_id"]: e["event_id"] for e in events}
+        ids = {e["event_id"] for e in events}
+        with self._lock:
+            self._done.clear()
+            self._wanted = {e["user_id"]: e["event_id"] for e in events}
+            self._check()  # the answers may all be in already
         if not self._done.wait(timeout):
             raise RuntimeError(f"not every event was answered within {timeout:.0f}s")
-        ids = {e["event_id"] for e in events}
-        return [r for r in self.received[start:] if r["trigger_event_id"] in ids] or self.received[start:]
+        with self._lock:
+            return [r for r in self.received if r["trigger_event_id"] in ids]
 
 
 def bench_pipeline(settings: Settings, version: Path, work: Path, n_events: int, rates: list[float],

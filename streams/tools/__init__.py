@@ -1,0 +1,1 @@
+"""Commands people run around the worker: demo, bench, chaos, produce, consume, simulate, and the CLI."""
