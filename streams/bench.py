@@ -23,6 +23,7 @@ from streams.consume import records
 from streams.demo import ensure_kafka
 from streams.produce import produce
 from streams.settings import Settings
+from streams.tools.models import find_or_train
 
 ENGINE_BATCHES = (1, 8, 64, 256, 1024)
 PIPELINE_MODES = (("per-event", 1), ("micro-batched", 256))
@@ -30,27 +31,6 @@ PIPELINE_MODES = (("per-event", 1), ("micro-batched", 256))
 
 def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
-
-
-def _bench_model(settings: Settings, work: Path) -> Path:
-    """The model to measure: STREAMREC_MODEL_DIR if it holds one, else an ML-1M-sized model trained here."""
-    try:
-        return resolve_version(settings.model_dir)
-    except ArtifactError:
-        pass
-    root = work / "models"
-    try:
-        return resolve_version(root)
-    except ArtifactError:
-        pass
-    from streams.simulate import simulate, write_dataset
-
-    print("no model in STREAMREC_MODEL_DIR: training one with an ML-1M-sized catalog (3,416 items)", flush=True)
-    events, items = simulate(2000, 3416, 30, 3)
-    write_dataset(work / "data", events, items)
-    subprocess.run([sys.executable, "-m", "encoders", "train", "--events", str(work / "data" / "events.jsonl"),
-                    "--out", str(root), "--epochs", "1", "--no-text"], check=True)
-    return resolve_version(root)
 
 
 def bench_engine(version: Path, devices: list[str], threads: int = 0, seconds: float = 1.5) -> list[dict]:
@@ -186,7 +166,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     """Print the benchmark tables (and write them as JSON with --json)."""
     work: Path = args.workdir
     work.mkdir(parents=True, exist_ok=True)
-    version = _bench_model(settings, work)
+    version = find_or_train(settings.model_dir, work, 2000, 3416, why=": an ML-1M-sized catalog (3,416 items)")
     manifest = load_artifact(version).manifest
     machine = f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.python_implementation()} {platform.python_version()}"
     print(f"\nmodel {manifest['model_version']}: {manifest['n_items']} items, dim {manifest['dim']}, "

@@ -1,4 +1,4 @@
-"""The `streamrec` command: worker, demo, simulate, produce, consume, bench; train/evaluate/export go to encoders."""
+"""The `streamrec` command: worker, demo, simulate, produce, consume, bench, chaos; train/evaluate/export go to encoders."""
 
 from __future__ import annotations
 
@@ -68,6 +68,22 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     bench.add_argument("--workdir", type=Path, default=Path("var/bench"))
     bench.add_argument("--engine-only", action="store_true")
+
+    chaos = sub.add_parser("chaos", help="fault scenarios against the real broker, judged by an oracle over "
+                           "every event; prints one table (exit 1 when a scenario finds a fault)")
+    chaos.add_argument("--scenarios", default="all", help="comma-separated, of: hostile, kill9-memory, "
+                       "kill9-rocksdb, kill9-static, failover-rocksdb, join-kill, broker-restart, sigterm-broker-down (default all)")
+    chaos.add_argument("--users", type=int, default=300)
+    chaos.add_argument("--events-per-user", type=int, default=40, help="at most STREAMREC_MAX_LEN")
+    chaos.add_argument("--rate", type=float, default=300.0, help="valid events per second")
+    chaos.add_argument("--hostile", type=int, default=10000, help="hostile payloads in the hostile scenario")
+    chaos.add_argument("--soak-minutes", type=float, default=0.0, help="also run a soak this long (RSS every 10 s)")
+    chaos.add_argument("--soak-rate", type=float, default=1000.0)
+    chaos.add_argument("--soak-users", type=int, default=100_000)
+    chaos.add_argument("--restore-users", type=int, default=0, help="also time a RocksDB restore of this many "
+                       "users' sequences into an empty data directory")
+    chaos.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
+    chaos.add_argument("--workdir", type=Path, default=Path("var/chaos"))
     return parser
 
 
@@ -113,6 +129,10 @@ def _run(args: argparse.Namespace) -> int:
         return run_demo(settings, args)
     if args.command == "check-model":
         return _check_model(settings, args.path or settings.model_dir)
+    if args.command == "chaos":
+        from streams.tools.chaos import run_chaos
+
+        return run_chaos(settings, args)
     if args.command == "bench":
         from streams.bench import run_bench
 

@@ -98,6 +98,7 @@ class Pipeline:
         self._fetch_executor = fetch_executor
         self._marks: dict[int, int] = {}  # partition -> newest offset handled in order
         self._persisted: dict[int, int] = {}  # partition -> the watermark last written to the table
+        self._ingested: dict[tuple[str, int], int] = {}  # newest offset ingested and not yet published, per partition
 
     def forget_partitions(self) -> None:
         """Call when partitions are revoked: the next event of each re-reads the watermark from the table."""
@@ -116,12 +117,15 @@ class Pipeline:
             event that a newer event of the same user (also being replayed) will publish.
         """
         outcomes: list[Outcome] = []
+        if self.progress.offset((source.topic, source.partition)) is None:  # the consumer started here
+            self.progress.handled(source.topic, source.partition, source.offset - 1)
         mark = self._mark(source.partition)
         if mark is not None and source.offset > mark + 1 and self._fetch is not None:
             outcomes.extend(await self._refetch(source, mark + 1))
         outcomes.append(await self._ingest_one(source, raw))
         if mark is None or source.offset > mark:
             self._advance(source.partition, source.offset)
+        self._ingested[(source.topic, source.partition)] = source.offset
         return outcomes
 
     def _mark(self, partition: int) -> int | None:
@@ -165,20 +169,17 @@ class Pipeline:
 
     async def _ingest_one(self, source: Source, raw: bytes | None) -> Outcome:
         try:
-            try:
-                parsed = parse_event(raw, self._event_types, self.settings.max_event_bytes, key=source.key,
-                                     require_key=True)
-            except InvalidEvent as exc:
-                return await self._dead_letter(source, raw, exc)
-            try:
-                return self._apply(source, parsed.user_id, parsed.item_id, parsed.event_type, parsed.ts,
-                                   parsed.event_id)
-            except Exception as exc:  # a bug or a store failure: dead-letter the event, never stall the partition
-                logger.exception("failed on %s[%d]@%d", source.topic, source.partition, source.offset)
-                detail = f"{exc.__class__.__name__}: {exc}"
-                return await self._dead_letter(source, raw, InvalidEvent(INTERNAL_ERROR, detail))
-        finally:
-            self.progress.handled(source.topic, source.partition, source.offset)
+            parsed = parse_event(raw, self._event_types, self.settings.max_event_bytes, key=source.key,
+                                 require_key=True)
+        except InvalidEvent as exc:
+            return await self._dead_letter(source, raw, exc)
+        try:
+            return self._apply(source, parsed.user_id, parsed.item_id, parsed.event_type, parsed.ts,
+                               parsed.event_id)
+        except Exception as exc:  # a bug or a store failure: dead-letter the event, never stall the partition
+            logger.exception("failed on %s[%d]@%d", source.topic, source.partition, source.offset)
+            detail = f"{exc.__class__.__name__}: {exc}"
+            return await self._dead_letter(source, raw, InvalidEvent(INTERNAL_ERROR, detail))
 
     def _apply(self, source: Source, user_id: str, item_id: str, event_type: str, event_ts: float,
                event_id: str | None) -> Update | None:
@@ -247,6 +248,9 @@ class Pipeline:
         for outcome in outcomes:
             if isinstance(outcome, DeadLetter):
                 await self._confirm(outcome)
+        for (topic, partition), offset in self._ingested.items():  # done with: what lag and the watchdog see
+            self.progress.handled(topic, partition, offset)
+        self._ingested.clear()
         return len(latest)
 
     async def _confirm(self, letter: DeadLetter) -> None:

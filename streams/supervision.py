@@ -8,6 +8,8 @@ import signal
 import sys
 import threading
 import traceback
+from functools import partial
+from typing import Callable
 
 import faust
 
@@ -44,12 +46,27 @@ class Worker(faust.Worker):
         self._shutdown_timeout = shutdown_timeout
         self._deadline: threading.Timer | None = None
 
-    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+    def _install_signal_handlers_unix(self) -> None:
+        # mode handles SIGINT/SIGTERM on the event loop, which never runs them if the loop is stuck; a plain
+        # handler arms the deadline at once and then asks the loop for the graceful stop.
+        super()._install_signal_handlers_unix()
+        for number, on_signal in ((signal.SIGINT, self._on_sigint), (signal.SIGTERM, self._on_sigterm)):
+            self.loop.remove_signal_handler(number)
+            signal.signal(number, partial(self._on_stop_signal, on_signal))
+
+    def _on_stop_signal(self, on_signal: Callable[[], None], number: int, frame: object) -> None:
+        self._arm_deadline(signal.Signals(number))
+        self.loop.call_soon_threadsafe(on_signal)
+
+    def _arm_deadline(self, received: signal.Signals) -> None:
         if self._deadline is None:
             self._deadline = threading.Timer(self._shutdown_timeout, exit_now, (
-                EXIT_FORCED, f"{signal.name}: the graceful stop took longer than {self._shutdown_timeout:.0f}s"))
+                EXIT_FORCED, f"{received.name}: the graceful stop took longer than {self._shutdown_timeout:.0f}s"))
             self._deadline.daemon = True
             self._deadline.start()
+
+    def _schedule_shutdown(self, signal: signal.Signals) -> None:
+        self._arm_deadline(signal)
         super()._schedule_shutdown(signal)
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:

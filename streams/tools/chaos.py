@@ -9,7 +9,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from serving.artifact import load_artifact, resolve_version
 from streams.app import HOUSEKEEPING_SECONDS, TABLE_NAME
@@ -18,6 +18,11 @@ from streams.tools.hostile import KINDS, hostile_messages
 from streams.tools.kafka_io import Feeder, Record, Tail, read_topic
 from streams.tools.oracle import Oracle, Verdict
 from streams.tools.worker_process import WorkerProcess, metric_value
+
+if TYPE_CHECKING:
+    import argparse
+
+    from streams.settings import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -235,12 +240,12 @@ def hostile(setup: Setup) -> Row:
     return row
 
 
-def kill9(setup: Setup, store: str, kills: int = 3, **settings: object) -> Row:
+def kill9(setup: Setup, store: str, kills: int = 3, name: str = "", **settings: object) -> Row:
     """kill -9 the worker ``kills`` times while events flow; each time a new one starts on the same data."""
-    run = Run(setup, f"kill9-{store.split(':')[0]}", store=store, **settings)
+    run = Run(setup, name or f"kill9-{store.split(':')[0]}", store=store, **settings)
     messages = run.plan(setup.events_per_user)
     run.start()
-    feeder = run.feed(messages)
+    feeder = run.feed(messages, rate=min(setup.rate, len(messages) / (kills * 12 + 6)))  # events during every kill
     faults = []
     for _ in range(kills):
         run.wait_serving(since=faults[-1] if faults else 0.0)
@@ -356,6 +361,7 @@ SCENARIOS: dict[str, Callable[[Setup], Row]] = {
     "hostile": hostile,
     "kill9-memory": lambda s: kill9(s, "memory://"),
     "kill9-rocksdb": lambda s: kill9(s, "rocksdb://"),
+    "kill9-static": lambda s: kill9(s, "memory://", name="kill9-static", instance_id="chaos-worker-1"),
     "failover-rocksdb": failover,
     "join-kill": join_and_kill,
     "broker-restart": broker_restart,
@@ -409,3 +415,57 @@ def table(rows: list[Row]) -> str:
         lines.append(" | ".join(str(x).rjust(w) if i else str(x).ljust(w) for i, (x, w) in enumerate(zip(line, widths))))
     lines.insert(1, "-+-".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def run_chaos(settings: Settings, args: argparse.Namespace) -> int:
+    """`streamrec chaos`: run the scenarios and print the table; exit 1 when any scenario found a fault."""
+    from streams.demo import KAFKA_SCRIPT, ensure_kafka
+    from streams.tools.endurance import restore_time, soak
+    from streams.tools.models import find_or_train
+
+    work: Path = args.workdir
+    names = list(SCENARIOS) if args.scenarios == "all" else [n.strip() for n in args.scenarios.split(",") if n]
+    unknown = [n for n in names if n not in SCENARIOS]
+    if unknown:
+        raise SystemExit(f"streamrec chaos: unknown scenario(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(SCENARIOS)} or 'all'")
+    ensure_kafka(settings.kafka_bootstrap)
+    model = find_or_train(settings.model_dir, work, 400, 300, epochs=5)
+    local_broker = subprocess.run(["bash", str(KAFKA_SCRIPT), "status"], capture_output=True).returncode == 0
+    setup = Setup(settings.kafka_bootstrap, model, work / "runs", users=args.users,
+                  events_per_user=args.events_per_user, rate=args.rate, hostile=args.hostile,
+                  kafka_script=KAFKA_SCRIPT if local_broker else None)
+    rows = []
+    for name in names:
+        if name in BROKER_SCENARIOS and setup.kafka_script is None:
+            print(f"skipping {name}: the broker at {settings.kafka_bootstrap} is not one deploy/local/kafka.sh runs")
+            continue
+        print(f"==> {name}", flush=True)
+        started = time.monotonic()
+        row = SCENARIOS[name](setup)
+        rows.append(row)
+        print(f"    {'ok' if row.ok else 'FAULTS FOUND'} in {time.monotonic() - started:.0f} s", flush=True)
+        for line in row.notes + row.verdict.problems:
+            print(f"    {line}", flush=True)
+    print()
+    print(table(rows))
+    extra = []
+    if args.restore_users:
+        print(f"\n==> restore of {args.restore_users} sequences", flush=True)
+        extra.append(restore_time(setup, args.restore_users))
+        print(extra[-1])
+    if args.soak_minutes:
+        print(f"\n==> soak: {args.soak_minutes} min at {args.soak_rate} events/s over {args.soak_users} users",
+              flush=True)
+        result = soak(setup, args.soak_minutes, args.soak_rate, args.soak_users)
+        extra.append(result.summary())
+        print(extra[-1])
+    if args.json:
+        args.json.write_text(json.dumps({"rows": [_row_json(r) for r in rows], "extra": extra}, indent=2))
+    return 0 if all(r.ok for r in rows) else 1
+
+
+def _row_json(row: Row) -> dict:
+    data = {k: v for k, v in vars(row.verdict).items() if k != "problems"}
+    return {"scenario": row.scenario, **data, "recovery_s": row.recovery_s, "worker_exits": row.exits,
+            "ok": row.ok, "notes": row.notes, "problems": row.verdict.problems}

@@ -7,7 +7,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterable
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
@@ -65,7 +65,7 @@ class Feeder:
     stored in the order given. ``pause()`` / ``resume()`` hold sending (e.g. while the broker is away).
     """
 
-    def __init__(self, bootstrap: str, topic: str, messages: Sequence[tuple[bytes | None, bytes | None]],
+    def __init__(self, bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes | None]],
                  rate: float) -> None:
         self.topic = topic
         self.rate = rate
@@ -78,6 +78,7 @@ class Feeder:
         self._running = threading.Event()
         self._running.set()
         self._held = threading.Event()  # set while paused with everything sent flushed
+        self._stopping = False
         self._thread = threading.Thread(target=self._run, name="streamrec-feeder", daemon=True)
 
     def start(self) -> "Feeder":
@@ -91,6 +92,8 @@ class Feeder:
     def _run(self) -> None:
         started, sent_at_start = time.monotonic(), 0
         for key, value in self._messages:
+            if self._stopping:
+                break
             if not self._running.is_set():
                 self._producer.flush()
                 self._held.set()
@@ -124,6 +127,11 @@ class Feeder:
         return not self._thread.is_alive()
 
     def close(self) -> None:
+        """Stop sending (if still at it) and close the producer."""
+        self._stopping = True
+        self._running.set()
+        if self._thread.is_alive():
+            self._thread.join(30)
         self._producer.close(timeout=5)
 
 

@@ -39,8 +39,9 @@ class WorkerProcess:
         log_path: where its stdout and stderr go (appended: a restart keeps the earlier lines).
     """
 
-    def __init__(self, env: Mapping[str, str], log_path: Path) -> None:
+    def __init__(self, env: Mapping[str, str], log_path: Path, argv: list[str] | None = None) -> None:
         self.env = dict(env)
+        self.argv = argv or [sys.executable, "-m", "streams", "worker"]
         self.log_path = log_path
         self.proc: subprocess.Popen | None = None
         self.forced = False  # True when stop() had to SIGKILL
@@ -64,7 +65,7 @@ class WorkerProcess:
         env = {**self.env, **env_settings(metrics_port=free_port(),
                                           data_dir=f"{self.env[PREFIX + 'DATA_DIR']}-{name}"),
                **env_settings(**settings)}
-        return type(self)(env, self.log_path.with_name(f"{self.log_path.stem}-{name}.log"))
+        return type(self)(env, self.log_path.with_name(f"{self.log_path.stem}-{name}.log"), self.argv)
 
     @property
     def settings(self) -> Settings:
@@ -80,7 +81,7 @@ class WorkerProcess:
             ensure_worker_topics(self.settings)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "streams", "worker"], cwd=REPO, env=self.env,
+            self.proc = subprocess.Popen(self.argv, cwd=REPO, env=self.env,
                                          stdout=log, stderr=subprocess.STDOUT)
         self.forced = False
         return self

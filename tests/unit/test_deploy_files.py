@@ -37,6 +37,7 @@ HISTOGRAMS = (
 SIMPLE_METRICS = (
     "streamrec_events_total",
     "streamrec_events_invalid_total",
+    "streamrec_events_refetched_total",
     "streamrec_recommendations_total",
     "streamrec_users_tracked",
     "streamrec_model_info",
@@ -183,6 +184,8 @@ def _healthy_worker_series(samples: int) -> list[dict[str, str]]:
         _series(f"0+6x{n}", "streamrec_events_total", event_type="purchase"),
         _series(f"0+1x{n}", "streamrec_events_invalid_total", reason="not_json"),
         _series(f"0+0x{n}", "streamrec_events_invalid_total", reason="missing_field"),
+        _series(f"0+0x{n}", "streamrec_events_invalid_total", reason="internal_error"),
+        _series(f"0+0x{n}", "streamrec_events_refetched_total"),
         _series(f"0+700x{n}", "streamrec_recommendations_total"),
         _series(f"100+10x{n}", "streamrec_users_tracked"),
         _series(f"1+0x{n}", "streamrec_model_info", version="20261123T160512Z-3fa9c1"),
@@ -596,6 +599,20 @@ def test_alerts_fire_when_they_should(tmp_path: Path) -> None:
             [_series("1+0x30", "up"), _series("0+0x10 1+0x20", "streamrec_model_swaps_total", outcome="rejected")],
             "13m",
             {"StreamrecModelSwapRejected": [{**w1, "severity": "warning"}]},
+        ),
+        _alert_test(
+            [_series("1+0x30", "up"), _series("0+0x10 1+0x20", "streamrec_events_invalid_total", reason="internal_error")],
+            "13m",
+            {"StreamrecInternalErrors": [{**w1, "severity": "warning"}]},
+        ),
+        # Three restarts (counter resets) within 30 minutes: a crash loop; one restart is not.
+        _alert_test(
+            [_series("1+0x40", "up"), _series("0+50x5 0+50x5 0+50x5 0+50x5 0+50x16", "streamrec_recommendations_total")],
+            "22m",
+            {"StreamrecWorkerRestarting": [{**w1, "severity": "critical"}]},
+        ),
+        _alert_test(
+            [_series("1+0x40", "up"), _series("0+50x10 0+50x30", "streamrec_recommendations_total")], "30m", {}
         ),
     ]
     test = {"rule_files": ["alerts.yml"], "evaluation_interval": "1m", "tests": cases}
