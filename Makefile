@@ -5,7 +5,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat pyproject.toml | sha256sum | cut -c1-12)
 
-.PHONY: venv demo test bench kafka-start kafka-stop kafka-status prometheus-start prometheus-stop clean
+.PHONY: venv demo test test-fast lint format bench chaos kafka-start kafka-stop kafka-status prometheus-start prometheus-stop clean
 
 venv: $(STAMP)
 
@@ -18,10 +18,23 @@ $(STAMP): pyproject.toml
 demo: venv
 	$(VENV)/bin/streamrec demo
 
-test: venv
+# The whole suite, as CI runs it: lint, then every tier with a real Kafka broker and Prometheus.
+test: venv lint
 	bash deploy/local/prometheus.sh install
 	bash deploy/local/kafka.sh start
 	$(PY) -m pytest tests
+
+# The change-test-change loop: unit, agents and model tiers; no broker, no Prometheus, no network.
+test-fast: venv
+	$(PY) -m pytest tests/unit tests/agents tests/model -q
+
+lint: venv
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: venv
+	$(VENV)/bin/ruff check --fix .
+	$(VENV)/bin/ruff format .
 
 kafka-start:
 	bash deploy/local/kafka.sh start
@@ -38,6 +51,9 @@ prometheus-stop:
 
 bench: venv
 	$(VENV)/bin/streamrec bench
+
+chaos: venv
+	$(VENV)/bin/streamrec chaos
 
 clean:
 	rm -rf $(VENV) .pytest_cache

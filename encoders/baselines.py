@@ -14,9 +14,7 @@ class Popularity:
 
     def __init__(self, sequences: tuple[np.ndarray, ...] | list[np.ndarray], n_rows: int) -> None:
         flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences] or [[]])
-        self.counts = np.bincount(flat.astype(np.int64), minlength=n_rows)[:n_rows].astype(
-            np.float32
-        )
+        self.counts = np.bincount(flat.astype(np.int64), minlength=n_rows)[:n_rows].astype(np.float32)
 
     def score(self, histories: list[np.ndarray]) -> np.ndarray:
         """Scores ``[B, N]``: the same popularity vector for every user."""

@@ -28,9 +28,7 @@ class SASRecBlock(nn.Module):
         self.out = nn.Linear(dim, dim)
         self.attn_dropout = ByteDropout(dropout)
         self.ffn_norm = nn.LayerNorm(dim)
-        self.ffn = nn.Sequential(
-            nn.Linear(dim, dim), nn.GELU(), ByteDropout(dropout), nn.Linear(dim, dim)
-        )
+        self.ffn = nn.Sequential(nn.Linear(dim, dim), nn.GELU(), ByteDropout(dropout), nn.Linear(dim, dim))
         self.dropout = ByteDropout(dropout)
 
     def forward(self, x: torch.Tensor, allowed: torch.Tensor, last_only: bool = False) -> torch.Tensor:

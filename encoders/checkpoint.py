@@ -64,9 +64,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     """
     p = Path(path)
     if not p.is_file():
-        raise FileNotFoundError(
-            f"Checkpoint {p} does not exist; 'train' writes one to <model root>-checkpoints/."
-        )
+        raise FileNotFoundError(f"Checkpoint {p} does not exist; 'train' writes one to <model root>-checkpoints/.")
     raw = torch.load(p, map_location="cpu", weights_only=True)
     model = SASRec(ModelConfig.from_dict(raw["model_config"]))
     model.load_state_dict(raw["state_dict"])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 from encoders.config import ModelConfig, TrainConfig
 from encoders.data import DataError
+from serving.artifact import ArtifactError
 
 logger = logging.getLogger(__name__)
 
@@ -21,8 +22,9 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--events", type=Path, help="events JSONL (the events topic contract)")
     g.add_argument("--items", type=Path, help="items JSONL with titles/texts (with --events)")
     g.add_argument("--sasrec", type=Path, help="SASRec 'user item' file, chronological")
-    g.add_argument("--sasrec-items-map", type=Path,
-                   help="'SAS_ID ORIGINAL_ID' file to attach --movies titles to --sasrec ids")
+    g.add_argument(
+        "--sasrec-items-map", type=Path, help="'SAS_ID ORIGINAL_ID' file to attach --movies titles to --sasrec ids"
+    )
     g.add_argument("--ratings", type=Path, help="MovieLens-1M ratings.dat")
     g.add_argument("--movies", type=Path, help="MovieLens movies.dat (titles and genres)")
 
@@ -37,33 +39,53 @@ def _add_hparam_args(g) -> None:
     g.add_argument("--lr", type=float, default=_D_TRAIN.lr)
     g.add_argument("--weight-decay", type=float, default=_D_TRAIN.weight_decay)
     g.add_argument("--batch-size", type=int, default=_D_TRAIN.batch_size)
-    g.add_argument("--patience", type=int, default=_D_TRAIN.patience,
-                   help="validations without a better NDCG@10 before stopping")
+    g.add_argument(
+        "--patience", type=int, default=_D_TRAIN.patience, help="validations without a better NDCG@10 before stopping"
+    )
     g.add_argument("--eval-every", type=int, default=_D_TRAIN.eval_every)
-    g.add_argument("--lr-drops", type=int, default=_D_TRAIN.lr_drops,
-                   help="cut the learning rate this many times at a validation plateau, each "
-                        "time from the best weights, before stopping")
-    g.add_argument("--lr-drop-factor", type=float, default=_D_TRAIN.lr_drop_factor,
-                   help="multiplier of each --lr-drops cut")
-    g.add_argument("--ema-decay", type=float, default=_D_TRAIN.ema_decay,
-                   help="validate and keep a moving average of the weights with this per-step "
-                        "decay (0 = off, e.g. 0.99)")
+    g.add_argument(
+        "--lr-drops",
+        type=int,
+        default=_D_TRAIN.lr_drops,
+        help="cut the learning rate this many times at a validation plateau, each "
+        "time from the best weights, before stopping",
+    )
+    g.add_argument(
+        "--lr-drop-factor", type=float, default=_D_TRAIN.lr_drop_factor, help="multiplier of each --lr-drops cut"
+    )
+    g.add_argument(
+        "--ema-decay",
+        type=float,
+        default=_D_TRAIN.ema_decay,
+        help="validate and keep a moving average of the weights with this per-step decay (0 = off, e.g. 0.99)",
+    )
     g.add_argument("--loss", choices=("ce", "sampled"), default=_D_TRAIN.loss)
-    g.add_argument("--negatives", type=int, default=_D_TRAIN.n_negatives,
-                   help="negatives per batch for --loss sampled")
-    g.add_argument("--max-minutes", type=float, default=_D_TRAIN.max_minutes,
-                   help="wall-clock budget for training; 0 = none (best weights are kept)")
-    g.add_argument("--precision", choices=("fp32", "bf16"), default=_D_TRAIN.precision,
-                   help="bf16: bfloat16 matmuls (several times faster on CPUs with AVX512-BF16 "
-                        "or AMX, and on GPUs)")
-    g.add_argument("--windows", action=argparse.BooleanOptionalAction, default=_D_TRAIN.windows,
-                   help="train on every event of histories longer than --max-len, in windows "
-                        "(--no-windows: the newest --max-len events of each user only)")
+    g.add_argument("--negatives", type=int, default=_D_TRAIN.n_negatives, help="negatives per batch for --loss sampled")
+    g.add_argument(
+        "--max-minutes",
+        type=float,
+        default=_D_TRAIN.max_minutes,
+        help="wall-clock budget for training; 0 = none (best weights are kept)",
+    )
+    g.add_argument(
+        "--precision",
+        choices=("fp32", "bf16"),
+        default=_D_TRAIN.precision,
+        help="bf16: bfloat16 matmuls (several times faster on CPUs with AVX512-BF16 or AMX, and on GPUs)",
+    )
+    g.add_argument(
+        "--windows",
+        action=argparse.BooleanOptionalAction,
+        default=_D_TRAIN.windows,
+        help="train on every event of histories longer than --max-len, in windows "
+        "(--no-windows: the newest --max-len events of each user only)",
+    )
 
 
 def _add_text_model_arg(g) -> None:
-    g.add_argument("--text-model", type=Path,
-                   help="local Hugging Face model folder (default: packaged all-MiniLM-L6-v2)")
+    g.add_argument(
+        "--text-model", type=Path, help="local Hugging Face model folder (default: packaged all-MiniLM-L6-v2)"
+    )
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -74,16 +96,22 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train SASRec, evaluate, export a new model version")
     _add_data_args(t)
     t.add_argument("--out", type=Path, required=True, help="model root (one folder per version)")
-    t.add_argument("--checkpoint-dir", type=Path,
-                   help="where the training checkpoint goes (default: <out>-checkpoints)")
+    t.add_argument(
+        "--checkpoint-dir", type=Path, help="where the training checkpoint goes (default: <out>-checkpoints)"
+    )
     _add_hparam_args(t)
     t.add_argument("--seed", type=int, default=_D_TRAIN.seed)
     t.add_argument("--device", default=_D_TRAIN.device, help="auto, cpu or cuda")
     t.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
     t.add_argument("--top-k", type=int, default=_D_TRAIN.top_k, help="items returned by the graph")
     text = t.add_mutually_exclusive_group()
-    text.add_argument("--text", dest="text", action="store_true", default=None,
-                      help="fuse item text embeddings (default: when items have text)")
+    text.add_argument(
+        "--text",
+        dest="text",
+        action="store_true",
+        default=None,
+        help="fuse item text embeddings (default: when items have text)",
+    )
     text.add_argument("--no-text", dest="text", action="store_false")
     _add_text_model_arg(t)
     t.add_argument("--no-progress", action="store_true", help="hide progress bars")
@@ -96,22 +124,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     e.add_argument("--model", type=Path, help="a model version folder (not with --cold-start)")
     _add_data_args(e)
-    e.add_argument("--device", default="cpu",
-                   help="cpu or cuda (onnxruntime provider; with --cold-start also auto)")
-    c = e.add_argument_group(
-        "cold start (--cold-start: trains a fresh SASRec with text; nothing is exported)")
-    c.add_argument("--cold-start", action="store_true",
-                   help="evaluate on items never seen in training (needs item texts)")
-    c.add_argument("--cold-protocol", choices=("auto", "strict", "random"), default="auto",
-                   help="strict: items whose every interaction is a test target; random: hold "
-                   "out --cold-holdout of the items; auto: strict when it gives at least "
-                   "--cold-min-users cold test users (default)")
-    c.add_argument("--cold-holdout", type=float, default=0.1,
-                   help="fraction of items held out by the random protocol")
+    e.add_argument("--device", default="cpu", help="cpu or cuda (onnxruntime provider; with --cold-start also auto)")
+    c = e.add_argument_group("cold start (--cold-start: trains a fresh SASRec with text; nothing is exported)")
+    c.add_argument(
+        "--cold-start", action="store_true", help="evaluate on items never seen in training (needs item texts)"
+    )
+    c.add_argument(
+        "--cold-protocol",
+        choices=("auto", "strict", "random"),
+        default="auto",
+        help="strict: items whose every interaction is a test target; random: hold "
+        "out --cold-holdout of the items; auto: strict when it gives at least "
+        "--cold-min-users cold test users (default)",
+    )
+    c.add_argument("--cold-holdout", type=float, default=0.1, help="fraction of items held out by the random protocol")
     c.add_argument("--cold-min-users", type=int, default=100)
-    c.add_argument("--cold-rows", choices=("catalog", "appended"), default="catalog",
-                   help="catalog: cold rows (text only) are in the table during training "
-                   "(as streamrec train does); appended: added after training (live catalog)")
+    c.add_argument(
+        "--cold-rows",
+        choices=("catalog", "appended"),
+        default="catalog",
+        help="catalog: cold rows (text only) are in the table during training "
+        "(as streamrec train does); appended: added after training (live catalog)",
+    )
     c.add_argument("--json", type=Path, help="also write the report as JSON to this file")
     _add_hparam_args(c)
     c.add_argument("--seed", type=int, default=_D_TRAIN.seed)
@@ -129,30 +163,30 @@ def _parser() -> argparse.ArgumentParser:
 def _source(args: argparse.Namespace):
     from encoders.pipeline import DataSource
 
-    return DataSource(args.events, args.items, args.sasrec, args.sasrec_items_map, args.movies,
-                      args.ratings)
+    return DataSource(args.events, args.items, args.sasrec, args.sasrec_items_map, args.movies, args.ratings)
 
 
 def _train(args: argparse.Namespace) -> int:
-    import torch
-
     from encoders.evaluate import format_table
     from encoders.pipeline import TextOptions, train_and_export
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model_cfg, train_cfg = _configs(args, args.device)
+    model_cfg, train_cfg = _training_setup(args)
     outcome = train_and_export(
-        _source(args), model_cfg, train_cfg, args.out,
-        text=TextOptions(args.text, args.text_model), checkpoint_dir=args.checkpoint_dir,
+        _source(args),
+        model_cfg,
+        train_cfg,
+        args.out,
+        text=TextOptions(args.text, args.text_model),
+        checkpoint_dir=args.checkpoint_dir,
         progress=not args.no_progress,
     )
     r = outcome.result
-    print(f"trained {r.epochs_run} epochs in {r.seconds:.1f}s on {r.device} "
-          f"(best epoch {r.best_epoch}, {r.seconds_per_epoch:.2f}s/epoch)")
+    print(
+        f"trained {r.epochs_run} epochs in {r.seconds:.1f}s on {r.device} "
+        f"(best epoch {r.best_epoch}, {r.seconds_per_epoch:.2f}s/epoch)"
+    )
     print(f"test: {outcome.metrics['split']}")
-    print(format_table({k: v for k, v in outcome.metrics.items()
-                        if k in ("sasrec", "popularity", "cooccurrence")}))
+    print(format_table({k: v for k, v in outcome.metrics.items() if k in ("sasrec", "popularity", "cooccurrence")}))
     print(f"checkpoint: {outcome.checkpoint}")
     print(outcome.version_dir)
     return 0
@@ -175,34 +209,57 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _configs(args: argparse.Namespace, device: str) -> tuple[ModelConfig, TrainConfig]:
-    model_cfg = ModelConfig(max_len=args.max_len, dim=args.dim, n_layers=args.layers,
-                            n_heads=args.heads, dropout=args.dropout)
-    train_cfg = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                            weight_decay=args.weight_decay, loss=args.loss,
-                            n_negatives=args.negatives, patience=args.patience,
-                            eval_every=args.eval_every, seed=args.seed, device=device,
-                            top_k=getattr(args, "top_k", _D_TRAIN.top_k), max_minutes=args.max_minutes,
-                            precision=args.precision, windows=args.windows,
-                            lr_drops=args.lr_drops, lr_drop_factor=args.lr_drop_factor,
-                            ema_decay=args.ema_decay)
+    model_cfg = ModelConfig(
+        max_len=args.max_len, dim=args.dim, n_layers=args.layers, n_heads=args.heads, dropout=args.dropout
+    )
+    train_cfg = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        loss=args.loss,
+        n_negatives=args.negatives,
+        patience=args.patience,
+        eval_every=args.eval_every,
+        seed=args.seed,
+        device=device,
+        top_k=getattr(args, "top_k", _D_TRAIN.top_k),
+        max_minutes=args.max_minutes,
+        precision=args.precision,
+        windows=args.windows,
+        lr_drops=args.lr_drops,
+        lr_drop_factor=args.lr_drop_factor,
+        ema_decay=args.ema_decay,
+    )
     return model_cfg, train_cfg
+
+
+def _training_setup(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:
+    """Apply --threads and build the two configs of a training run."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    return _configs(args, args.device)
 
 
 def _cold_start(args: argparse.Namespace) -> int:
     import json
 
-    import torch
-
     from encoders.coldstart import format_report
     from encoders.pipeline import TextOptions, cold_start_evaluation
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    model_cfg, train_cfg = _configs(args, args.device)
+    model_cfg, train_cfg = _training_setup(args)
     report = cold_start_evaluation(
-        _source(args), model_cfg, train_cfg, TextOptions(True, args.text_model),
-        protocol=args.cold_protocol, holdout=args.cold_holdout, min_users=args.cold_min_users,
-        rows=args.cold_rows, progress=not args.no_progress,
+        _source(args),
+        model_cfg,
+        train_cfg,
+        TextOptions(True, args.text_model),
+        protocol=args.cold_protocol,
+        holdout=args.cold_holdout,
+        min_users=args.cold_min_users,
+        rows=args.cold_rows,
+        progress=not args.no_progress,
     )
     print(format_report(report))
     if args.json:
@@ -231,7 +288,7 @@ def main(argv: list[str] | None = None) -> int:
     commands = {"train": _train, "evaluate": _evaluate, "export": _export}
     try:
         return commands[args.command](args)
-    except (DataError, FileNotFoundError, ValueError) as e:
+    except (DataError, FileNotFoundError, ValueError, ArtifactError) as e:
         if args.verbose:
             raise
         print(f"error: {e}", file=sys.stderr)

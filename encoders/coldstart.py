@@ -33,10 +33,10 @@ import torch
 
 from encoders.baselines import CoOccurrence, Popularity
 from encoders.config import FIRST_ITEM_ID, ModelConfig, TrainConfig
-from encoders.data import DataError, Interactions
+from encoders.data import DataError, Interactions, natural_key
 from encoders.evaluate import ScoreFn, evaluate_scorer
 from encoders.split import EvalSet, Split, leave_last_out, left_pad
-from encoders.vocab import Vocabulary, _natural_key
+from encoders.vocab import Vocabulary
 
 logger = logging.getLogger(__name__)
 
@@ -120,7 +120,7 @@ def cold_split(
     elif protocol == "random":
         if not 0.0 < holdout < 1.0:
             raise ValueError(f"--cold-holdout must be in (0, 1), not {holdout}")
-        used = sorted({i for s in data.sequences for i in s}, key=_natural_key)
+        used = sorted({i for s in data.sequences for i in s}, key=natural_key)
         rng = np.random.default_rng(seed)
         n = max(1, round(holdout * len(used)))
         cold = {used[k] for k in rng.choice(len(used), size=n, replace=False)}
@@ -138,16 +138,14 @@ def cold_split(
     if warm & cold:
         raise AssertionError("a cold item is left in the training data")  # pragma: no cover
     catalog = {i for s in seqs for i in s} | set(data.items) | cold
-    ids = sorted(warm, key=_natural_key)
-    ids += sorted(catalog - warm, key=_natural_key)
+    ids = sorted(warm, key=natural_key)
+    ids += sorted(catalog - warm, key=natural_key)
     titles = tuple(data.items[i].title if i in data.items else "" for i in ids)
     vocab = Vocabulary(tuple(ids), titles)
     split = leave_last_out([vocab.encode_seq(s) for s in seqs])
     cold_ids = np.sort(np.array([vocab.encode(i) for i in cold], dtype=np.int64))
     is_cold = np.isin(split.test.targets, cold_ids)
-    cold_test = EvalSet(
-        tuple(h for h, c in zip(split.test.histories, is_cold) if c), split.test.targets[is_cold]
-    )
+    cold_test = EvalSet(tuple(h for h, c in zip(split.test.histories, is_cold) if c), split.test.targets[is_cold])
     if len(cold_test) == 0:
         raise DataError("No test user has a cold target; use a larger --cold-holdout or more data.")
     no_text = sum(1 for i in cold if not (i in data.items and data.items[i].full_text))
@@ -225,7 +223,7 @@ def full_table(model: Any, text_emb: np.ndarray, rows: Rows) -> torch.Tensor:
         table = model.item_table()
         if rows == "appended":
             dev = table.device
-            rest = torch.from_numpy(text_emb[table.shape[0]:]).to(dev)
+            rest = torch.from_numpy(text_emb[table.shape[0] :]).to(dev)
             table = torch.cat([table, model.text_proj(rest)], dim=0)
     return table
 
@@ -246,14 +244,16 @@ def evaluate_cold(
     full = {name: evaluate_scorer(fn, cs.cold_test) for name, fn in scorers.items()}
     cold_only = {
         name: evaluate_scorer(restrict(fn, cs.cold), cs.cold_test)
-        for name, fn in scorers.items() if name != "cooccurrence"
+        for name, fn in scorers.items()
+        if name != "cooccurrence"
     }
     cold_only["random_expected"] = expected_random(len(cs.cold))
     out: dict[str, Any] = {"full": full, "cold_only": cold_only}
     if sasrec is not None:
         is_cold = np.isin(cs.split.test.targets, cs.cold)
-        warm = EvalSet(tuple(h for h, c in zip(cs.split.test.histories, is_cold) if not c),
-                       cs.split.test.targets[~is_cold])
+        warm = EvalSet(
+            tuple(h for h, c in zip(cs.split.test.histories, is_cold) if not c), cs.split.test.targets[~is_cold]
+        )
         out["context"] = {
             "sasrec_text_all_test_users": evaluate_scorer(sasrec, cs.split.test),
             "sasrec_text_warm_test_users": evaluate_scorer(sasrec, warm),
@@ -310,8 +310,10 @@ def run_cold_start(
     return {
         "split": {**cs.info, "rows": rows},
         "training": {
-            "epochs": result.epochs_run, "best_epoch": result.best_epoch,
-            "seconds": round(time.perf_counter() - t0, 1), "device": result.device,
+            "epochs": result.epochs_run,
+            "best_epoch": result.best_epoch,
+            "seconds": round(time.perf_counter() - t0, 1),
+            "device": result.device,
             "valid_sasrec": result.best_valid,
         },
         "metrics": metrics,
@@ -323,19 +325,24 @@ def format_report(report: dict[str, Any]) -> str:
     from encoders.evaluate import format_table
 
     s, t, m = report["split"], report["training"], report["metrics"]
-    head = (f"cold start ({s['protocol']}"
-            + (f", {100 * s['holdout']:.0f}% of items held out" if s["holdout"] else "")
-            + f", cold rows: {s['rows']}): {s['cold_items']} cold items "
-            f"({s['cold_items_as_targets']} are targets), {s['cold_test_users']} of "
-            f"{s['test_users']} test users have a cold target; catalog {s['catalog_items']} "
-            f"items ({s['warm_items']} warm)")
-    lines = [head,
-             f"trained {t['epochs']} epochs (best {t['best_epoch']}) in {t['seconds']}s on "
-             f"{t['device']}",
-             "", "cold test users, full ranking over the whole catalog (seen excluded):",
-             format_table(m["full"]),
-             "", f"cold test users, ranking among the {s['cold_items']} cold items only:",
-             format_table(m["cold_only"])]
+    head = (
+        f"cold start ({s['protocol']}"
+        + (f", {100 * s['holdout']:.0f}% of items held out" if s["holdout"] else "")
+        + f", cold rows: {s['rows']}): {s['cold_items']} cold items "
+        f"({s['cold_items_as_targets']} are targets), {s['cold_test_users']} of "
+        f"{s['test_users']} test users have a cold target; catalog {s['catalog_items']} "
+        f"items ({s['warm_items']} warm)"
+    )
+    lines = [
+        head,
+        f"trained {t['epochs']} epochs (best {t['best_epoch']}) in {t['seconds']}s on {t['device']}",
+        "",
+        "cold test users, full ranking over the whole catalog (seen excluded):",
+        format_table(m["full"]),
+        "",
+        f"cold test users, ranking among the {s['cold_items']} cold items only:",
+        format_table(m["cold_only"]),
+    ]
     if "context" in m:
         lines += ["", "context (full ranking):", format_table(m["context"])]
     return "\n".join(lines)

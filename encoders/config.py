@@ -129,7 +129,8 @@ class TrainConfig(DictConfig):
         if self.epochs < 1 or self.batch_size < 1 or self.top_k < 1:
             raise ValueError("epochs, batch_size and top_k must be positive")
         if self.lr_drops < 0 or not 0.0 < self.lr_drop_factor < 1.0:
-            raise ValueError("lr_drops must be >= 0 and lr_drop_factor in (0, 1), not "
-                             f"{self.lr_drops} and {self.lr_drop_factor}")
+            raise ValueError(
+                f"lr_drops must be >= 0 and lr_drop_factor in (0, 1), not {self.lr_drops} and {self.lr_drop_factor}"
+            )
         if not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1), not {self.ema_decay}")

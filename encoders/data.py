@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections import defaultdict
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime
 from pathlib import Path
-from typing import Iterator
+
+from streams.records import DEFAULT_EVENT_TYPES, DEFAULT_MAX_EVENT_BYTES, InvalidEvent, parse_event
 
 logger = logging.getLogger(__name__)
 
@@ -68,34 +70,23 @@ def _check_file(path: str | Path, what: str, flag: str) -> Path:
     return p
 
 
-def _parse_ts(value: object, where: str) -> float:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            pass
-        try:
-            return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-        except ValueError:
-            pass
-    raise DataError(f"{where}: 'ts' must be epoch seconds or ISO-8601, got {value!r}.")
-
-
 def _group(rows: list[tuple[str, float, int, str]], source: str) -> Interactions:
     """Groups ``(user, ts, order, item)`` rows into chronological sequences."""
     by_user: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
     for user, ts, order, item in rows:
         by_user[user].append((ts, order, item))
-    users = sorted(by_user, key=_natural_key)
+    users = sorted(by_user, key=natural_key)
     seqs = tuple(tuple(item for _, _, item in sorted(by_user[u])) for u in users)
     return Interactions(source, tuple(users), seqs)
 
 
-def _natural_key(s: str) -> tuple[int, int | str]:
-    digits = s.lstrip("ui")
-    return (0, int(digits)) if digits.isdigit() else (1, s)
+_NUMBERED = re.compile(r"(\D*)(\d+)")
+
+
+def natural_key(text: str) -> tuple[int, str, int]:
+    """Sort key for ids: ``u2`` before ``u10`` and ``7`` before ``12``; other ids after them, as text."""
+    match = _NUMBERED.fullmatch(text)
+    return (0, match[1], int(match[2])) if match else (1, text, 0)
 
 
 def _jsonl_records(path: Path, required: tuple[str, ...], what: str) -> Iterator[tuple[int, dict]]:
@@ -133,34 +124,52 @@ def load_items_jsonl(path: str | Path) -> dict[str, ItemInfo]:
 def load_events_jsonl(
     events_path: str | Path,
     items_path: str | Path | None = None,
-    event_types: frozenset[str] | None = None,
+    event_types: Iterable[str] = DEFAULT_EVENT_TYPES,
 ) -> Interactions:
-    """Reads our ``events`` JSONL log into per-user chronological sequences.
+    """Reads an ``events`` JSONL log (the topic's contract) into per-user chronological sequences.
+
+    Each line is checked by the worker's own parser (:func:`streams.records.parse_event`): an event the
+    worker would dead-letter is skipped here too, and counted by reason in the log.
 
     Args:
-        events_path: one JSON event per line (``user_id``, ``item_id``, ``ts``, ...).
+        events_path: one JSON event per line, as produced to the `events` topic.
         items_path: optional ``items.jsonl`` with titles and texts.
-        event_types: keep only these event types (default: all).
+        event_types: the accepted event types (the worker's STREAMREC_EVENT_TYPES).
 
     Returns:
         The interactions; events with a repeated ``event_id`` are counted once, ties in ``ts``
         keep file order.
     """
     p = _check_file(events_path, "Events", "--events")
+    types = frozenset(event_types)
     rows: list[tuple[str, float, int, str]] = []
     seen_ids: set[str] = set()
-    what = "an event with 'user_id' and 'item_id' (see the events contract in README.md)"
-    for n, d in _jsonl_records(p, ("user_id", "item_id"), what):
-        if event_types is not None and d.get("event_type") not in event_types:
-            continue
-        event_id = d.get("event_id")
-        if event_id is not None:
-            if event_id in seen_ids:
+    refused: Counter[str] = Counter()
+    with p.open("rb") as f:
+        for n, line in enumerate(f, 1):
+            if not line.strip():
                 continue
-            seen_ids.add(event_id)
-        rows.append((d["user_id"], _parse_ts(d.get("ts", n), f"{p}:{n}"), n, d["item_id"]))
+            try:
+                event = parse_event(line.rstrip(b"\r\n"), types, DEFAULT_MAX_EVENT_BYTES)
+            except InvalidEvent as exc:
+                refused[exc.reason] += 1
+                if sum(refused.values()) <= 3:
+                    logger.warning("%s:%d skipped, as the worker would: %s", p, n, exc)
+                continue
+            if event.event_id is not None:
+                if event.event_id in seen_ids:
+                    continue
+                seen_ids.add(event.event_id)
+            rows.append((event.user_id, event.ts, n, event.item_id))
+    if refused:
+        logger.warning(
+            "%s: skipped %d events the worker would dead-letter (%s)",
+            p,
+            sum(refused.values()),
+            ", ".join(f"{count} {reason}" for reason, count in refused.most_common()),
+        )
     if not rows:
-        raise DataError(f"Events file {p} has no usable events; check --events.")
+        raise DataError(f"Events file {p} has no valid events (see the events contract in README.md); check --events.")
     data = _group(rows, f"events:{p.name}")
     if items_path is not None:
         data = data.with_items(load_items_jsonl(items_path))

@@ -32,7 +32,7 @@ class ByteDropout(nn.Module):
         if x.device.type != "cpu":
             return nn.functional.dropout(x, self.p, training=True)
         n = x.numel()
-        words = torch.empty((n + 7) // 8, dtype=torch.int64).random_(-2**63, 2**63 - 1)
+        words = torch.empty((n + 7) // 8, dtype=torch.int64).random_(-(2**63), 2**63 - 1)
         keep = words.view(torch.uint8)[:n].view(x.shape) >= self.threshold  # [*x.shape]
         return x * keep * self.scale
 

@@ -37,9 +37,7 @@ def metrics_from_ranks(ranks: np.ndarray, k: int = 10) -> dict[str, float]:
     }
 
 
-def target_ranks(
-    scores: np.ndarray, targets: np.ndarray, histories: list[np.ndarray]
-) -> np.ndarray:
+def target_ranks(scores: np.ndarray, targets: np.ndarray, histories: list[np.ndarray]) -> np.ndarray:
     """0-based rank of each target among all catalog items, seen items excluded.
 
     Pad and unknown rows and every item of the history are removed from the ranking (a target
@@ -61,15 +59,13 @@ def target_ranks(
     return np.where(np.isfinite(t[:, 0]), ahead, np.inf)
 
 
-def evaluate_scorer(
-    score_fn: ScoreFn, eval_set: EvalSet, k: int = 10, batch_size: int = 256
-) -> dict[str, float]:
+def evaluate_scorer(score_fn: ScoreFn, eval_set: EvalSet, k: int = 10, batch_size: int = 256) -> dict[str, float]:
     """Evaluates a scorer ``histories -> [B, N] scores`` on an evaluation set."""
     ranks = []
     for start in range(0, len(eval_set), batch_size):
-        hist = list(eval_set.histories[start:start + batch_size])
+        hist = list(eval_set.histories[start : start + batch_size])
         scores = score_fn(hist)
-        ranks.append(target_ranks(scores, eval_set.targets[start:start + batch_size], hist))
+        ranks.append(target_ranks(scores, eval_set.targets[start : start + batch_size], hist))
     return metrics_from_ranks(np.concatenate(ranks) if ranks else np.zeros(0), k)
 
 

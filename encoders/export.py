@@ -12,23 +12,23 @@ import numpy as np
 import torch
 from torch import nn
 
-from encoders.artifact import (
+from encoders.config import FIRST_ITEM_ID, PAD_ID, UNK_ID
+from encoders.sasrec import SASRec
+from encoders.vocab import Vocabulary
+from serving.artifact import (
     INPUTS,
     ITEM_EMB_FILE,
     ITEMS_FILE,
     MODEL_FILE,
-    OPSET,
     OUTPUTS,
     TEXT_EMB_FILE,
     TEXT_PROJ_FILE,
-    new_tmp_dir,
-    publish,
 )
-from encoders.config import FIRST_ITEM_ID, PAD_ID, UNK_ID
-from encoders.sasrec import SASRec
-from encoders.vocab import Vocabulary
+from serving.publish import new_tmp_dir, publish
 
 logger = logging.getLogger(__name__)
+
+OPSET = 18
 
 
 class ScoringGraph(nn.Module):
@@ -118,15 +118,20 @@ def export_onnx(model: SASRec, path: str | Path, top_k: int, dynamo: bool = True
     if dynamo:
         batch, rows = torch.export.Dim("batch"), torch.export.Dim("n_rows")
         kwargs["dynamic_shapes"] = {
-            "item_seq": {0: batch}, "item_emb": {0: rows}, "item_bias": {0: rows},
+            "item_seq": {0: batch},
+            "item_emb": {0: rows},
+            "item_bias": {0: rows},
             "seen_penalty": None,
         }
         kwargs["external_data"] = False
         kwargs["verbose"] = False
     else:
         kwargs["dynamic_axes"] = {
-            "item_seq": {0: "batch"}, "item_emb": {0: "n_rows"}, "item_bias": {0: "n_rows"},
-            "top_scores": {0: "batch"}, "top_ids": {0: "batch"},
+            "item_seq": {0: "batch"},
+            "item_emb": {0: "n_rows"},
+            "item_bias": {0: "n_rows"},
+            "top_scores": {0: "batch"},
+            "top_ids": {0: "batch"},
         }
     # quiet "torchvision is not installed" and per-initializer INFO lines of the exporter
     names = ("torch.onnx._internal.exporter._registration", "onnx_ir", "onnxscript")
@@ -187,8 +192,12 @@ def write_artifact(
                 weight=model.text_proj.weight.detach().cpu().numpy().T.astype(np.float32),
                 bias=model.text_proj.bias.detach().cpu().numpy().astype(np.float32),
             )
-            text = {"model": text_model or "", "dim": cfg.text_dim, "emb_file": TEXT_EMB_FILE,
-                    "proj_file": TEXT_PROJ_FILE}
+            text = {
+                "model": text_model or "",
+                "dim": cfg.text_dim,
+                "emb_file": TEXT_EMB_FILE,
+                "proj_file": TEXT_PROJ_FILE,
+            }
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

@@ -14,8 +14,9 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, h: torch.Tensor, table: torch.Tensor, target: torch.Tensor,
-                chunk: int, dtype: torch.dtype) -> torch.Tensor:
+    def forward(
+        ctx, h: torch.Tensor, table: torch.Tensor, target: torch.Tensor, chunk: int, dtype: torch.dtype
+    ) -> torch.Tensor:
         m = h.shape[0]
         hm, tm = h.to(dtype), table.to(dtype)  # matmul operands
         tm_t = tm.T.contiguous()  # [D, N]
@@ -23,7 +24,7 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
         grad_table = torch.zeros(table.shape, dtype=torch.float32, device=h.device)  # [N, D]
         total = torch.zeros((), dtype=torch.float64, device=h.device)
         for s in range(0, m, chunk):
-            hc, tc = hm[s:s + chunk], target[s:s + chunk]  # [C, D], [C]
+            hc, tc = hm[s : s + chunk], target[s : s + chunk]  # [C, D], [C]
             rows = torch.arange(hc.shape[0], device=h.device)
             p = (hc @ tm_t).float()  # [C, N] logits
             top = p.amax(dim=1, keepdim=True)  # [C, 1]
@@ -34,7 +35,7 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
             p.div_(norm)  # softmax
             p[rows, tc] -= 1.0  # d(loss)/d(logits), before the 1/M of the mean
             p = p.to(dtype)
-            grad_h[s:s + chunk] = p @ tm  # [C, D]
+            grad_h[s : s + chunk] = p @ tm  # [C, D]
             grad_table += p.T @ hc  # [N, D]
         ctx.save_for_backward(grad_h, grad_table)
         ctx.in_dtypes = (h.dtype, table.dtype)
@@ -49,7 +50,10 @@ class _ChunkedSoftmaxCE(torch.autograd.Function):
 
 
 def full_softmax_ce(
-    h: torch.Tensor, table: torch.Tensor, target: torch.Tensor, chunk: int = 2048,
+    h: torch.Tensor,
+    table: torch.Tensor,
+    target: torch.Tensor,
+    chunk: int = 2048,
     matmul_dtype: torch.dtype = torch.float32,
 ) -> torch.Tensor:
     """Mean cross-entropy of ``target`` under ``softmax(h @ table.T)``.

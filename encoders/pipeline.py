@@ -10,7 +10,6 @@ from typing import Any
 
 import numpy as np
 
-from encoders.artifact import read_artifact
 from encoders.checkpoint import Checkpoint, default_checkpoint_dir, load_checkpoint, save_checkpoint
 from encoders.config import FIRST_ITEM_ID, ModelConfig, TrainConfig
 from encoders.data import (
@@ -27,7 +26,7 @@ from encoders.evaluate import (
     metrics_from_ranks,
     model_scorer,
 )
-from encoders.export import default_bias, write_artifact
+from encoders.export import write_artifact
 from encoders.split import Split, leave_last_out, left_pad
 from encoders.train import TrainResult, build_model, resolve_device, seed_everything, train_model
 from encoders.vocab import Vocabulary
@@ -98,9 +97,7 @@ def _use_text(data: Interactions, opts: TextOptions) -> bool:
     return opts.enabled
 
 
-def text_embeddings(
-    texts: list[str], opts: TextOptions, device: str, progress: bool
-) -> tuple[np.ndarray, str]:
+def text_embeddings(texts: list[str], opts: TextOptions, device: str, progress: bool) -> tuple[np.ndarray, str]:
     """Embeds item texts into a ``[n_items + 2, text_dim]`` table (zero rows without text).
 
     Returns:
@@ -148,16 +145,15 @@ def train_and_export(
     use_text = _use_text(data, text)
     vocab, split = prepare(data, use_text)
     if len(split.valid) == 0:
-        raise DataError("No user has 3 or more events, so there is nothing to validate on; "
-                        "give more events per user.")
-    logger.info("data %s: %d users, %d items, %d events", data.source, len(data.user_ids),
-                vocab.n_items, data.n_events)
+        raise DataError("No user has 3 or more events, so there is nothing to validate on; give more events per user.")
+    logger.info("data %s: %d users, %d items, %d events", data.source, len(data.user_ids), vocab.n_items, data.n_events)
     text_emb, text_model = None, None
     device = str(resolve_device(train_config.device))
     if use_text:
         text_emb, text_model = text_embeddings(item_texts(data, vocab), text, device, progress)
     cfg = dataclasses.replace(
-        model_config, n_rows=vocab.n_rows,
+        model_config,
+        n_rows=vocab.n_rows,
         text_dim=0 if text_emb is None else int(text_emb.shape[1]),
     )
     seed_everything(train_config.seed)
@@ -183,8 +179,14 @@ def train_and_export(
     }
     ckpt = Checkpoint(result.model.cpu(), vocab, train_config, training, metrics, text_model)
     version = write_artifact(
-        ckpt.model, vocab, model_root, top_k=train_config.top_k, training=training,
-        metrics=metrics, extra_config=_train_summary(train_config), text_model=text_model,
+        ckpt.model,
+        vocab,
+        model_root,
+        top_k=train_config.top_k,
+        training=training,
+        metrics=metrics,
+        extra_config=_train_summary(train_config),
+        text_model=text_model,
     )
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(model_root)
     ckpt_path = save_checkpoint(ckpt_dir / f"{version.name}.pt", ckpt)
@@ -192,54 +194,68 @@ def train_and_export(
 
 
 def _train_summary(cfg: TrainConfig) -> dict[str, Any]:
-    keep = ("epochs", "batch_size", "lr", "weight_decay", "loss", "n_negatives", "patience",
-            "eval_every", "id_dropout", "unk_prob", "max_minutes", "precision", "windows", "lr_drops",
-            "lr_drop_factor", "ema_decay")
+    keep = (
+        "epochs",
+        "batch_size",
+        "lr",
+        "weight_decay",
+        "loss",
+        "n_negatives",
+        "patience",
+        "eval_every",
+        "id_dropout",
+        "unk_prob",
+        "max_minutes",
+        "precision",
+        "windows",
+        "lr_drops",
+        "lr_drop_factor",
+        "ema_decay",
+    )
     return {k: v for k, v in cfg.to_dict().items() if k in keep}
 
 
-def export_checkpoint(
-    checkpoint: str | Path, model_root: str | Path, top_k: int | None = None
-) -> Path:
+def export_checkpoint(checkpoint: str | Path, model_root: str | Path, top_k: int | None = None) -> Path:
     """Publishes a new artifact version from a saved checkpoint."""
     ckpt = load_checkpoint(checkpoint)
     return write_artifact(
-        ckpt.model, ckpt.vocab, model_root,
-        top_k=top_k or ckpt.train_config.top_k, training=ckpt.training, metrics=ckpt.metrics,
-        extra_config=_train_summary(ckpt.train_config), text_model=ckpt.text_model,
+        ckpt.model,
+        ckpt.vocab,
+        model_root,
+        top_k=top_k or ckpt.train_config.top_k,
+        training=ckpt.training,
+        metrics=ckpt.metrics,
+        extra_config=_train_summary(ckpt.train_config),
+        text_model=ckpt.text_model,
     )
 
 
 def evaluate_version(
     version_dir: str | Path, source: DataSource, device: str = "cpu", batch_size: int = 256
 ) -> dict[str, dict[str, float]]:
-    """Ranking metrics of an exported artifact (through onnxruntime) and of the baselines.
+    """Ranking metrics of an exported version, scored by the worker's own engine, and of the baselines.
 
-    The data's item ids are mapped through the artifact's ``items.tsv`` (unknown -> 1). The
-    graph masks the items of its ``max_len`` input; older history items are removed from its
-    ``top_k`` list afterwards. Only ``top_k`` items come back, so ``mrr`` is MRR@top_k here (a
-    target ranked below them counts 0); NDCG@10 and Recall@10 are exact unless more than
-    ``top_k - 10`` old history items crowd the list.
+    The version is loaded by :func:`serving.artifact.load_artifact` and scored by :class:`serving.engine.Engine`
+    (the code that serves it), so what is measured here is what a worker serves. The data's item ids are
+    mapped through the artifact's ``items.tsv`` (unknown -> 1). The graph masks the items of its ``max_len``
+    input; older history items are removed from its ``top_k`` list afterwards. Only ``top_k`` items come
+    back, so ``mrr`` is MRR@top_k here (a target ranked below them counts 0); NDCG@10 and Recall@10 are
+    exact unless more than ``top_k - 10`` old history items crowd the list.
     """
-    import onnxruntime as ort
+    from serving.artifact import load_artifact
+    from serving.engine import Engine
 
-    art = read_artifact(version_dir)
-    vocab = Vocabulary(art.item_ids, ("",) * len(art.item_ids))
+    engine = Engine(
+        load_artifact(version_dir), device="cuda" if device.startswith("cuda") else "cpu", max_batch=batch_size
+    )
+    vocab = Vocabulary(engine.artifact.item_ids[FIRST_ITEM_ID:], ("",) * engine.artifact.n_items)
     split = leave_last_out([vocab.encode_seq(s) for s in source.load().sequences])
-    providers = ["CPUExecutionProvider"]
-    if device.startswith("cuda"):
-        providers.insert(0, "CUDAExecutionProvider")
-    sess = ort.InferenceSession(str(Path(version_dir) / "model.onnx"), providers=providers)
-    bias = default_bias(vocab.n_rows)
-    penalty = np.array([-np.inf], dtype=np.float32)
-    max_len = int(art.manifest["max_len"])
     ranks = []
     test = split.test
     for start in range(0, len(test), batch_size):
-        seq = left_pad(test.histories[start:start + batch_size], max_len)
-        scores, ids = sess.run(None, {"item_seq": seq, "item_emb": art.item_emb,
-                                      "item_bias": bias, "seen_penalty": penalty})
-        for row, hist in enumerate(test.histories[start:start + batch_size]):
+        histories = test.histories[start : start + batch_size]
+        scores, ids = engine.score(left_pad(histories, engine.max_len))
+        for row, hist in enumerate(histories):
             # the graph masks the last max_len items; the protocol excludes the whole history
             keep = np.isfinite(scores[row]) & ~np.isin(ids[row], hist)
             ranked = ids[row][keep]
@@ -282,9 +298,17 @@ def cold_start_evaluation(
         model_path.append(path)
         return table
 
-    report = run_cold_start(data, model_config, train_config, embed, protocol=protocol,
-                            holdout=holdout, min_users=min_users, rows=rows, progress=progress)
-    report["data"] = {"source": data.source, "users": len(data.user_ids),
-                      "events": data.n_events}
+    report = run_cold_start(
+        data,
+        model_config,
+        train_config,
+        embed,
+        protocol=protocol,
+        holdout=holdout,
+        min_users=min_users,
+        rows=rows,
+        progress=progress,
+    )
+    report["data"] = {"source": data.source, "users": len(data.user_ids), "events": data.n_events}
     report["text_model"] = model_path[0] if model_path else None
     return report

@@ -33,9 +33,7 @@ class SASRec(nn.Module):
         self.item_emb = nn.Embedding(config.n_rows, d, padding_idx=PAD_ID)
         self.pos_emb = nn.Embedding(config.max_len, d)
         self.emb_dropout = ByteDropout(config.dropout)
-        self.blocks = nn.ModuleList(
-            SASRecBlock(d, config.n_heads, config.dropout) for _ in range(config.n_layers)
-        )
+        self.blocks = nn.ModuleList(SASRecBlock(d, config.n_heads, config.dropout) for _ in range(config.n_layers))
         self.final_norm = nn.LayerNorm(d)
         self.register_buffer("id_mask", torch.ones(config.n_rows, 1))  # [N, 1]
         if config.text_dim:
@@ -89,7 +87,7 @@ class SASRec(nn.Module):
         length = item_seq.shape[1]
         nonpad = item_seq != PAD_ID  # [B, L]
         x = table[item_seq] * math.sqrt(self.config.dim)  # [B, L, D]
-        x = x + self.pos_emb.weight[self.config.max_len - length:]  # [B, L, D]
+        x = x + self.pos_emb.weight[self.config.max_len - length :]  # [B, L, D]
         x = self.emb_dropout(x) * nonpad.unsqueeze(-1)  # [B, L, D]
         idx = torch.arange(length, device=item_seq.device)
         causal = idx.unsqueeze(1) >= idx.unsqueeze(0)  # [L, L] query i sees key j <= i

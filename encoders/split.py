@@ -66,5 +66,5 @@ def left_pad(seqs: list[np.ndarray] | tuple[np.ndarray, ...], max_len: int) -> n
     for row, seq in enumerate(seqs):
         tail = seq[-max_len:]
         if len(tail):
-            out[row, max_len - len(tail):] = tail
+            out[row, max_len - len(tail) :] = tail
     return out

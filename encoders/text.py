@@ -70,9 +70,7 @@ class TextEncoder:
         self.dim = int(self.model.config.hidden_size)
 
     @torch.no_grad()
-    def encode(
-        self, texts: list[str], batch_size: int = 64, progress: bool = True
-    ) -> np.ndarray:
+    def encode(self, texts: list[str], batch_size: int = 64, progress: bool = True) -> np.ndarray:
         """Embeds texts.
 
         Returns:
@@ -81,9 +79,12 @@ class TextEncoder:
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         starts = range(0, len(texts), batch_size)
         for start in tqdm(starts, desc="text", unit="batch", disable=not progress):
-            batch = [t or " " for t in texts[start:start + batch_size]]
+            batch = [t or " " for t in texts[start : start + batch_size]]
             tok = self.tokenizer(
-                batch, padding=True, truncation=True, max_length=self.max_length,
+                batch,
+                padding=True,
+                truncation=True,
+                max_length=self.max_length,
                 return_tensors="pt",
             ).to(self.device)
             states = self.model(**tok).last_hidden_state  # [B, T, H]
@@ -91,22 +92,5 @@ class TextEncoder:
             emb = (states * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # [B, H]
             if self.normalize:
                 emb = torch.nn.functional.normalize(emb, dim=-1)  # [B, H]
-            out[start:start + len(batch)] = emb.float().cpu().numpy()
+            out[start : start + len(batch)] = emb.float().cpu().numpy()
         return out
-
-
-def item_text_matrix(
-    texts: list[str], encoder: TextEncoder, n_special: int = 2, progress: bool = True
-) -> np.ndarray:
-    """Text embeddings aligned with the item table: zero rows for pad/unknown, then items.
-
-    Args:
-        texts: one text per catalog item, in internal-id order.
-        encoder: the text encoder.
-        n_special: leading rows kept at zero.
-
-    Returns:
-        float32 ``[n_special + len(texts), dim]``.
-    """
-    emb = encoder.encode(texts, progress=progress)
-    return np.concatenate([np.zeros((n_special, encoder.dim), dtype=np.float32), emb])

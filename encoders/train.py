@@ -38,10 +38,16 @@ class _Best(NamedTuple):
     opt_state: dict | None
 
 
-def _snapshot(score: float, epoch: int, valid: dict[str, float], model: SASRec,
-              opt: torch.optim.Optimizer, cfg: TrainConfig) -> _Best:
-    return _Best(score, epoch, valid, copy.deepcopy(model.state_dict()),
-                 copy.deepcopy(opt.state_dict()) if cfg.lr_drops else None)
+def _snapshot(
+    score: float, epoch: int, valid: dict[str, float], model: SASRec, opt: torch.optim.Optimizer, cfg: TrainConfig
+) -> _Best:
+    return _Best(
+        score,
+        epoch,
+        valid,
+        copy.deepcopy(model.state_dict()),
+        copy.deepcopy(opt.state_dict()) if cfg.lr_drops else None,
+    )
 
 
 @dataclass
@@ -67,7 +73,7 @@ def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but CUDA is not available; use cpu.")
+        raise ValueError("--device cuda was asked for but CUDA is not available here: use --device cpu (or auto).")
     return torch.device(name)
 
 
@@ -78,9 +84,7 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def build_model(
-    config: ModelConfig, train_seqs: tuple[np.ndarray, ...], text_emb: np.ndarray | None
-) -> SASRec:
+def build_model(config: ModelConfig, train_seqs: tuple[np.ndarray, ...], text_emb: np.ndarray | None) -> SASRec:
     """Creates a SASRec; with text, loads the text table and marks never-trained items.
 
     Args:
@@ -91,9 +95,7 @@ def build_model(
     model = SASRec(config)
     if text_emb is not None:
         if text_emb.shape != (config.n_rows, config.text_dim):
-            raise ValueError(
-                f"text_emb is {text_emb.shape}, expected {(config.n_rows, config.text_dim)}"
-            )
+            raise ValueError(f"text_emb is {text_emb.shape}, expected {(config.n_rows, config.text_dim)}")
         counts = np.bincount(np.concatenate(list(train_seqs)), minlength=config.n_rows)
         id_mask = (counts[: config.n_rows] > 0).astype(np.float32)
         id_mask[UNK_ID] = 1.0
@@ -103,9 +105,7 @@ def build_model(
     return model
 
 
-def _training_arrays(
-    train_seqs: tuple[np.ndarray, ...], max_len: int, windows: bool
-) -> tuple[np.ndarray, np.ndarray]:
+def _training_arrays(train_seqs: tuple[np.ndarray, ...], max_len: int, windows: bool) -> tuple[np.ndarray, np.ndarray]:
     """Training samples: inputs ``seq[:-1]`` and targets ``seq[1:]``, left-padded to ``max_len``.
 
     Args:
@@ -126,28 +126,24 @@ def _training_arrays(
             # the window predicts seq[start + 1:end + 1] from seq[start:end]
             start = max(end - max_len, 0)
             inputs.append(seq[start:end])
-            targets.append(seq[start + 1:end + 1])
+            targets.append(seq[start + 1 : end + 1])
     return left_pad(inputs, max_len), left_pad(targets, max_len)  # [S, L], [S, L]
 
 
-def _batches(
-    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, pool: int = 32
-) -> Iterator[np.ndarray]:
+def _batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, pool: int = 32) -> Iterator[np.ndarray]:
     """Shuffled batches of similar lengths: users are shuffled, sorted by length within pools
     of ``pool`` batches, cut into batches, and the batches shuffled (less padding to crop)."""
     order = rng.permutation(len(lengths))
     batches = []
     for start in range(0, len(order), batch_size * pool):
-        chunk = order[start:start + batch_size * pool]
+        chunk = order[start : start + batch_size * pool]
         chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches += [chunk[i:i + batch_size] for i in range(0, len(chunk), batch_size)]
+        batches += [chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size)]
     for k in rng.permutation(len(batches)):
         yield batches[k]
 
 
-def sequence_loss(
-    model: SASRec, inputs: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig
-) -> torch.Tensor:
+def sequence_loss(model: SASRec, inputs: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
     """Mean cross-entropy of the next item at every non-padded position.
 
     ``ce``: softmax over the whole catalog (rows 2..N-1). ``sampled``: softmax over the target
@@ -160,8 +156,13 @@ def sequence_loss(
     mask = targets != PAD_ID  # [B, L]
     h, tgt = h[mask], targets[mask]  # [M, D], [M]
     if cfg.loss == "ce":  # softmax over catalog rows 2..N-1, logits [M, N-2] in chunks
-        return full_softmax_ce(h, table[FIRST_ITEM_ID:], tgt - FIRST_ITEM_ID, chunk=1024,
-                               matmul_dtype=torch.bfloat16 if bf16 else torch.float32)
+        return full_softmax_ce(
+            h,
+            table[FIRST_ITEM_ID:],
+            tgt - FIRST_ITEM_ID,
+            chunk=1024,
+            matmul_dtype=torch.bfloat16 if bf16 else torch.float32,
+        )
     negs = torch.randint(FIRST_ITEM_ID, table.shape[0], (cfg.n_negatives,), device=h.device)
     pos = (h * table[tgt]).sum(-1, keepdim=True)  # [M, 1]
     neg = h @ table[negs].T  # [M, K]
@@ -170,9 +171,7 @@ def sequence_loss(
     return F.cross_entropy(logits, torch.zeros_like(tgt))
 
 
-def train_model(
-    model: SASRec, split: Split, cfg: TrainConfig, progress: bool = True
-) -> TrainResult:
+def train_model(model: SASRec, split: Split, cfg: TrainConfig, progress: bool = True) -> TrainResult:
     """Trains with AdamW and early stopping on validation NDCG@10; restores the best weights.
 
     A validation plateau (``cfg.patience`` validations without a better NDCG@10) stops the
@@ -231,13 +230,14 @@ def train_model(
             record.update({f"val_{k}": v for k, v in valid.items()})
             since_best = 0 if improved else since_best + 1
             bar.set_postfix(
-                loss=f"{record['loss']:.4f}", val_ndcg10=f"{valid['ndcg@10']:.4f}",
-                val_r10=f"{valid['recall@10']:.4f}", best=best.epoch,
+                loss=f"{record['loss']:.4f}",
+                val_ndcg10=f"{valid['ndcg@10']:.4f}",
+                val_r10=f"{valid['recall@10']:.4f}",
+                best=best.epoch,
             )
         record["seconds"] = time.perf_counter() - t_epoch
         history.append(record)
-        logger.info("epoch %s", {k: round(v, 5) if isinstance(v, float) else v
-                                 for k, v in record.items()})
+        logger.info("epoch %s", {k: round(v, 5) if isinstance(v, float) else v for k, v in record.items()})
         if since_best >= cfg.patience and drops_left:
             drops_left, since_best, lr = drops_left - 1, 0, lr * cfg.lr_drop_factor
             model.load_state_dict(best.weights)
@@ -246,14 +246,14 @@ def train_model(
                 average.reset()
             for group in opt.param_groups:
                 group["lr"] = lr
-            logger.info("plateau at epoch %d: back to epoch %d, learning rate %.3g",
-                        epoch, best.epoch, lr)
+            logger.info("plateau at epoch %d: back to epoch %d, learning rate %.3g", epoch, best.epoch, lr)
         elif since_best >= cfg.patience:
             logger.info("early stop at epoch %d (best epoch %d)", epoch, best.epoch)
             break
         if out_of_time:
-            logger.info("time budget of %.1f min used after epoch %d (best epoch %d)",
-                        cfg.max_minutes, epoch, best.epoch)
+            logger.info(
+                "time budget of %.1f min used after epoch %d (best epoch %d)", cfg.max_minutes, epoch, best.epoch
+            )
             break
     bar.close()
     model.load_state_dict(best.weights)

@@ -8,12 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from encoders.config import FIRST_ITEM_ID, UNK_ID
-from encoders.data import Interactions
-
-
-def _natural_key(s: str) -> tuple[int, int | str]:
-    digits = s.lstrip("i")
-    return (0, int(digits)) if digits.isdigit() else (1, s)
+from encoders.data import Interactions, natural_key
+from serving.artifact import ITEMS_HEADER
 
 
 @dataclass(frozen=True)
@@ -64,31 +60,18 @@ class Vocabulary:
         items known only from the catalog follow.
         """
         used = {i for seq in data.sequences for i in seq}
-        ids = sorted(used, key=_natural_key)
+        ids = sorted(used, key=natural_key)
         if include_catalog_only:
-            ids += sorted((i for i in data.items if i not in used), key=_natural_key)
+            ids += sorted((i for i in data.items if i not in used), key=natural_key)
         titles = tuple(data.items[i].title if i in data.items else "" for i in ids)
         return cls(tuple(ids), titles)
 
     def write_tsv(self, path: str | Path) -> None:
         """Writes ``items.tsv``: header ``internal_id item_id title``, one line per item."""
-        lines = ["internal_id\titem_id\ttitle\n"]
+        lines = ["\t".join(ITEMS_HEADER) + "\n"]
         for k, (item, title) in enumerate(zip(self.item_ids, self.titles)):
             if any(c in item for c in "\t\r\n"):
                 raise ValueError(f"item id {item!r} contains a tab or newline")
             clean = " ".join(title.split())  # no tabs or newlines, no quoting needed
             lines.append(f"{k + FIRST_ITEM_ID}\t{item}\t{clean}\n")
         Path(path).write_text("".join(lines), encoding="utf-8")
-
-    @classmethod
-    def read_tsv(cls, path: str | Path) -> Vocabulary:
-        """Reads an ``items.tsv`` written by :meth:`write_tsv`."""
-        text = Path(path).read_text(encoding="utf-8")
-        rows = [line.split("\t") for line in text.split("\n") if line]
-        if not rows or rows[0] != ["internal_id", "item_id", "title"]:
-            raise ValueError(f"{path} is not an items.tsv (bad header)")
-        body = rows[1:]
-        for k, row in enumerate(body):
-            if int(row[0]) != k + FIRST_ITEM_ID:
-                raise ValueError(f"{path}: internal ids must run from 2 in order")
-        return cls(tuple(r[1] for r in body), tuple(r[2] if len(r) > 2 else "" for r in body))

@@ -1,4 +1,8 @@
-"""Load and validate a model artifact directory (format: docs/artifact.md)."""
+"""The model artifact contract (docs/artifact.md): file names, graph inputs and outputs, the manifest, the reader.
+
+Training writes a version folder through :mod:`serving.publish`, which checks it with :func:`load_artifact`,
+the reader the worker uses: the format the worker reads is the format training writes.
+"""
 
 from __future__ import annotations
 
@@ -16,9 +20,16 @@ logger = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 MANIFEST = "manifest.json"
+MODEL_FILE = "model.onnx"
+ITEM_EMB_FILE = "item_emb.npy"
+ITEMS_FILE = "items.tsv"
+TEXT_EMB_FILE = "item_text_emb.npy"  # optional: the text-embedding rows (cold start)
+TEXT_PROJ_FILE = "text_proj.npz"  # optional: the learned projection of text into item space
 INPUTS = ("item_seq", "item_emb", "item_bias", "seen_penalty")
 OUTPUTS = ("top_scores", "top_ids")
 REQUIRED = ("format_version", "model_version", "files", "max_len", "pad_id", "unk_id", "n_items", "dim", "top_k")
+REQUIRED_FILES = (MODEL_FILE, ITEM_EMB_FILE, ITEMS_FILE)
+ITEMS_HEADER = ("internal_id", "item_id", "title")
 
 
 class ArtifactError(RuntimeError):
@@ -39,6 +50,10 @@ class Artifact:
         return str(self.manifest["model_version"])
 
     @property
+    def n_items(self) -> int:
+        return int(self.manifest["n_items"])
+
+    @property
     def max_len(self) -> int:
         return int(self.manifest["max_len"])
 
@@ -48,7 +63,7 @@ class Artifact:
 
     @property
     def onnx_path(self) -> Path:
-        return self.path / "model.onnx"
+        return self.path / MODEL_FILE
 
 
 def sha256_of(path: Path) -> str:
@@ -74,7 +89,9 @@ def _read_manifest(path: Path) -> dict[str, Any]:
         raise ArtifactError(f"{manifest_path} must hold a JSON object; re-export the model")
     missing = [name for name in REQUIRED if name not in manifest]
     if missing:
-        raise ArtifactError(f"{manifest_path} lacks {', '.join(missing)}; re-export the model with this streamrec version")
+        raise ArtifactError(
+            f"{manifest_path} lacks {', '.join(missing)}; re-export the model with this streamrec version"
+        )
     if manifest["format_version"] != FORMAT_VERSION:
         raise ArtifactError(
             f"{manifest_path} has format_version {manifest['format_version']}, this worker reads {FORMAT_VERSION}: "
@@ -84,7 +101,7 @@ def _read_manifest(path: Path) -> dict[str, Any]:
 
 
 def _check_files(path: Path, files: dict[str, str]) -> None:
-    for name in ("model.onnx", "item_emb.npy", "items.tsv"):
+    for name in REQUIRED_FILES:
         if name not in files:
             raise ArtifactError(f"{path / MANIFEST} does not list {name}; re-export the model")
     for name, expected in files.items():
@@ -93,24 +110,26 @@ def _check_files(path: Path, files: dict[str, str]) -> None:
             raise ArtifactError(f"{file} is missing (listed in the manifest); copy the whole version folder")
         actual = sha256_of(file)
         if actual != expected:
-            raise ArtifactError(f"{file} is corrupt: sha256 {actual[:12]}… differs from the manifest's {expected[:12]}…")
+            raise ArtifactError(
+                f"{file} is corrupt: sha256 {actual[:12]}… differs from the manifest's {expected[:12]}…"
+            )
 
 
 def _read_items(path: Path, n_items: int) -> tuple[str, ...]:
-    with (path / "items.tsv").open(encoding="utf-8", newline="") as fh:
+    with (path / ITEMS_FILE).open(encoding="utf-8", newline="") as fh:
         rows = list(csv.reader(fh, delimiter="\t", quoting=csv.QUOTE_NONE))
-    if not rows or rows[0][:2] != ["internal_id", "item_id"]:
-        raise ArtifactError(f"{path / 'items.tsv'} must start with the header 'internal_id<TAB>item_id<TAB>title'")
+    if not rows or tuple(rows[0][:2]) != ITEMS_HEADER[:2]:
+        raise ArtifactError(f"{path / ITEMS_FILE} must start with the header 'internal_id<TAB>item_id<TAB>title'")
     body = rows[1:]
     if len(body) != n_items:
-        raise ArtifactError(f"{path / 'items.tsv'} has {len(body)} items, the manifest says {n_items}")
+        raise ArtifactError(f"{path / ITEMS_FILE} has {len(body)} items, the manifest says {n_items}")
     ids = ["", ""]
     for expected, row in enumerate(body, start=2):
         if len(row) < 2 or row[0] != str(expected) or not row[1]:
-            raise ArtifactError(f"{path / 'items.tsv'} line {expected}: expected internal id {expected} and an item id")
+            raise ArtifactError(f"{path / ITEMS_FILE} line {expected}: expected internal id {expected} and an item id")
         ids.append(row[1])
     if len(set(ids[2:])) != n_items:
-        raise ArtifactError(f"{path / 'items.tsv'} repeats an item id")
+        raise ArtifactError(f"{path / ITEMS_FILE} repeats an item id")
     return tuple(ids)
 
 
@@ -126,12 +145,12 @@ def load_artifact(path: Path | str) -> Artifact:
     n_items, dim = int(manifest["n_items"]), int(manifest["dim"])
     item_ids = _read_items(path, n_items)
     try:
-        item_emb = np.load(path / "item_emb.npy", allow_pickle=False)
+        item_emb = np.load(path / ITEM_EMB_FILE, allow_pickle=False)
     except ValueError as exc:
-        raise ArtifactError(f"{path / 'item_emb.npy'} is not a numpy array file ({exc})") from None
+        raise ArtifactError(f"{path / ITEM_EMB_FILE} is not a numpy array file ({exc})") from None
     if item_emb.dtype != np.float32 or item_emb.shape != (n_items + 2, dim):
         raise ArtifactError(
-            f"{path / 'item_emb.npy'} is {item_emb.dtype}{list(item_emb.shape)}, expected float32[{n_items + 2}, {dim}]"
+            f"{path / ITEM_EMB_FILE} is {item_emb.dtype}{list(item_emb.shape)}, expected float32[{n_items + 2}, {dim}]"
         )
     return Artifact(path, manifest, item_ids, np.ascontiguousarray(item_emb))
 

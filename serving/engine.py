@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 import onnxruntime as ort
@@ -83,9 +83,7 @@ class Engine:
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         options.log_severity_level = 3
         try:
-            self.session = ort.InferenceSession(
-                str(artifact.onnx_path), options, providers=select_providers(device)
-            )
+            self.session = ort.InferenceSession(str(artifact.onnx_path), options, providers=select_providers(device))
         except ArtifactError:
             raise
         except Exception as exc:
@@ -111,12 +109,20 @@ class Engine:
         self._seq = np.zeros((max_batch, self.max_len), dtype=np.int64)
         self._device_inputs: dict[str, ort.OrtValue] = {}
         if self.device == "cuda":
-            for name, array in (("item_emb", self._item_emb), ("item_bias", self._item_bias),
-                                ("seen_penalty", self._seen_penalty)):
+            for name, array in (
+                ("item_emb", self._item_emb),
+                ("item_bias", self._item_bias),
+                ("seen_penalty", self._seen_penalty),
+            ):
                 self._device_inputs[name] = ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0)
         logger.info(
             "model %s loaded on %s (providers %s): %d items, max_len %d, top_k %d",
-            self.version, self.device, self.session.get_providers(), len(self.vocab), self.max_len, artifact.top_k,
+            self.version,
+            self.device,
+            self.session.get_providers(),
+            len(self.vocab),
+            self.max_len,
+            artifact.top_k,
         )
 
     @property
@@ -132,7 +138,7 @@ class Engine:
         for row, items in enumerate(sequences):
             tail = items[-length:]
             if tail:
-                seq[row, length - len(tail):] = [vocab_get(item, unk) for item in tail]
+                seq[row, length - len(tail) :] = [vocab_get(item, unk) for item in tail]
         return seq
 
     def score(self, item_seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -149,8 +155,12 @@ class Engine:
         else:
             scores, ids = self.session.run(
                 list(OUTPUTS),
-                {"item_seq": item_seq, "item_emb": self._item_emb,
-                 "item_bias": self._item_bias, "seen_penalty": self._seen_penalty},
+                {
+                    "item_seq": item_seq,
+                    "item_emb": self._item_emb,
+                    "item_bias": self._item_bias,
+                    "seen_penalty": self._seen_penalty,
+                },
             )
         return scores, ids
 
@@ -169,7 +179,7 @@ class Engine:
             raise ValueError(f"k={k} is larger than the model's top_k={self.artifact.top_k}")
         results: list[list[ScoredItem]] = []
         for start in range(0, len(sequences), self.max_batch):
-            chunk = sequences[start:start + self.max_batch]
+            chunk = sequences[start : start + self.max_batch]
             item_seq = self.encode(chunk)
             scores, ids = self.score(item_seq)
             scores, ids = scores[:, :k], ids[:, :k]
@@ -183,8 +193,7 @@ class Engine:
                     if not np.isfinite(score):
                         break
                     pos = int(support[row, col])
-                    row_items.append(ScoredItem(names[ids[row, col]], score,
-                                                names[history[pos]] if pos >= 0 else None))
+                    row_items.append(ScoredItem(names[ids[row, col]], score, names[history[pos]] if pos >= 0 else None))
                 results.append(row_items)
         return results
 

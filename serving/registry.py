@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from serving.artifact import MANIFEST, ArtifactError, list_versions, load_artifact, resolve_version
 from serving.engine import Engine
@@ -20,8 +20,9 @@ def engine_loader(device: str, max_batch: int, threads: int, exclude_seen: bool)
     """A function that loads, validates and warms up the engine of one version folder."""
 
     def load(path: Path) -> Engine:
-        engine = Engine(load_artifact(path), device=device, max_batch=max_batch, threads=threads,
-                        exclude_seen=exclude_seen)
+        engine = Engine(
+            load_artifact(path), device=device, max_batch=max_batch, threads=threads, exclude_seen=exclude_seen
+        )
         engine.warmup()
         return engine
 

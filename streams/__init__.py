@@ -1,1 +1,1 @@
-"""streams: the Faust side of streamrec (topic contracts, sequence table, agent, CLI)."""
+"""streams: the worker (Faust app, the hot path, its supervision); tools/ holds the commands around it."""

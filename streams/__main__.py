@@ -1,5 +1,5 @@
 """`python -m streams ...` is the `streamrec` command."""
 
-from streams.cli import main
+from streams.tools.cli import main
 
 raise SystemExit(main())

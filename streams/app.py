@@ -5,20 +5,22 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
-from typing import Callable
 
 import faust
-from faust.streams import current_event
 from prometheus_client import CollectorRegistry, start_http_server
 
-from serving.registry import REJECTED, SWAPPED, ModelRegistry, engine_loader
+from serving.registry import ModelRegistry, engine_loader
+from streams.agent import recommend_agent
+from streams.dead_letters import Send
 from streams.kafka_admin import ensure_topics, kafka_answers
 from streams.kafka_reader import fetch_range
+from streams.lag import LagTracker
 from streams.metrics import Metrics
-from streams.pipeline import Outcome, Pipeline, Send, Source
-from streams.records import REASONS
+from streams.model_watch import ModelWatch
+from streams.pipeline import Pipeline
 from streams.sequences import watermark_key
 from streams.settings import Settings
 from streams.supervision import EXIT_FAILED, Worker, exit_now
@@ -35,8 +37,11 @@ def ensure_worker_topics(settings: Settings) -> None:
     """Create the worker's topics (same partition count), or refuse a mismatched events topic."""
     ensure_topics(
         settings.kafka_bootstrap,
-        {settings.events_topic: settings.partitions, settings.recommendations_topic: settings.partitions,
-         settings.dlq_topic: settings.partitions},
+        {
+            settings.events_topic: settings.partitions,
+            settings.recommendations_topic: settings.partitions,
+            settings.dlq_topic: settings.partitions,
+        },
         settings.replication_factor,
     )
 
@@ -85,7 +90,13 @@ def build_app(
     events = app.topic(settings.events_topic, partitions=settings.partitions)
     recommendations = app.topic(settings.recommendations_topic)
     dlq = app.topic(settings.dlq_topic)
-    table = app.Table(TABLE_NAME, default=None, partitions=settings.partitions, key_type=bytes)  # values: JSON
+    table = app.Table(
+        TABLE_NAME,
+        default=None,
+        partitions=settings.partitions,
+        key_type=bytes,  # values: JSON
+        options=rocksdb_options(settings) if settings.store.startswith("rocksdb") else None,
+    )
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-model")
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-model-loader")  # swaps never stall scoring
 
@@ -94,88 +105,57 @@ def build_app(
         sinks = (partial(_send, recommendations), partial(_send, dlq))
         drain = partial(_drain_producer_buffer, app)
     refetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-refetch")
-    pipeline = Pipeline(settings, registry, metrics, table, *sinks, executor,
-                        fetch=partial(fetch_range, settings.kafka_bootstrap), fetch_executor=refetch)
+    pipeline = Pipeline(
+        settings,
+        registry,
+        metrics,
+        table,
+        *sinks,
+        executor,
+        fetch=partial(fetch_range, settings.kafka_bootstrap),
+        fetch_executor=refetch,
+    )
 
     @app.on_partitions_revoked.connect
     async def forget(app: faust.App, revoked: set, **kwargs: object) -> None:
         pipeline.forget_partitions()
-    metrics.model_info.labels(registry.current.version).set(1)
-    for event_type in settings.event_types:  # every labelled series exists from the start (dashboards, increase())
-        metrics.events.labels(event_type)
-    for reason in REASONS:
-        metrics.events_invalid.labels(reason)
-    for outcome in (SWAPPED, REJECTED):
-        metrics.model_swaps.labels(outcome)
 
-    async def ingest(raw: bytes | None) -> list[Outcome]:
-        message = current_event().message  # type: ignore[union-attr]
-        source = Source(message.topic, message.partition, message.offset, message.key, message.timestamp)
-        try:
-            return await pipeline.ingest(source, raw)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:  # escaping here would hang the agent silently (faust's take())
-            fatal(f"handling {source.topic}[{source.partition}]@{source.offset} failed", exc)
-            raise
+    model_watch = ModelWatch(registry, metrics, loader)
 
-    async def recommend(stream: faust.Stream) -> None:
-        stream.add_processor(ingest)
-        try:
-            async for batch in stream.take(settings.max_batch, within=settings.max_wait):
-                await pipeline.publish_batch([outcome for handled in batch for outcome in handled])
-                if drain is not None:
-                    await drain()  # every table write of the batch is with the Kafka client before faust acks it
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            fatal("the recommend agent failed", exc)
-            raise
+    # drain: every table write of a batch is with the Kafka client before faust acknowledges the batch
+    app.agent(events, name="recommend")(recommend_agent(pipeline, settings.max_batch, settings.max_wait, fatal, drain))
 
-    app.agent(events, name="recommend")(recommend)
-
+    lag = LagTracker(settings.events_topic, pipeline.progress, metrics.consumer_lag)
     ticks = itertools.count()
-    lag_series: set[tuple[str, int]] = set()
     count_every = 1 if settings.store.startswith("memory") else USERS_COUNT_SECONDS // HOUSEKEEPING_SECONDS
-    progress = pipeline.progress
 
     async def housekeeping() -> None:
         if next(ticks) % count_every == 0:  # counting a RocksDB table walks its keys: not every tick
-            metrics.users_tracked.set(len(table) - sum(1 for p in range(settings.partitions)
-                                                          if watermark_key(p) in table))
-        consumer = app.consumer
-        assigned = {(tp.topic, tp.partition): tp for tp in consumer.assignment() if tp.topic == settings.events_topic}
-        for topic, partition in lag_series - set(assigned):
-            metrics.consumer_lag.remove(topic, str(partition))  # moved to another worker by a rebalance
-            lag_series.discard((topic, partition))
-            progress.forget((topic, partition))
-        health: dict[tuple[str, int], tuple[int | None, int]] = {}
-        for key, tp in assigned.items():
-            highwater = consumer.highwater(tp)
-            if highwater is None:
-                continue
-            position = None if progress.offset(key) is not None else await consumer.position(tp)
-            lag = progress.lag(key, highwater, position)
-            metrics.consumer_lag.labels(key[0], str(key[1])).set(lag)
-            lag_series.add(key)
-            health[key] = (progress.offset(key), lag)
+            metrics.users_tracked.set(count_users(table, settings.partitions))
+        health = await lag.update(app.consumer)
         if watchdog is not None:
             watchdog.beat(health, busy=bool(app.rebalancing or app.in_recovery))
 
     app.timer(HOUSEKEEPING_SECONDS, name="streamrec.housekeeping")(housekeeping)
-
     if settings.model_poll_seconds > 0 and registry.follows_root:
-        async def poll_model() -> None:
-            previous = registry.current.version
-            outcome = await app.loop.run_in_executor(loader, registry.poll)
-            if outcome == SWAPPED:
-                metrics.model_info.remove(previous)
-                metrics.model_info.labels(registry.current.version).set(1)
-            if outcome in (SWAPPED, REJECTED):
-                metrics.model_swaps.labels(outcome).inc()
-
-        app.timer(settings.model_poll_seconds, name="streamrec.poll_model")(poll_model)
+        app.timer(settings.model_poll_seconds, name="streamrec.poll_model")(model_watch.poll)
     return app, pipeline
+
+
+def rocksdb_options(settings: Settings) -> dict[str, int]:
+    """Bounded RocksDB memory per table partition (faust's defaults allow a 2 GiB cache and 3 x 64 MiB buffers)."""
+    mib = 1 << 20
+    return {
+        "block_cache_size": settings.rocksdb_cache_mb * mib,
+        "write_buffer_size": settings.rocksdb_write_buffer_mb * mib,
+        "max_write_buffer_number": 2,
+        "target_file_size_base": 4 * settings.rocksdb_write_buffer_mb * mib,
+    }
+
+
+def count_users(table: Mapping[bytes, object], partitions: int) -> int:
+    """Users in the table: its keys less the partitions' watermarks."""
+    return len(table) - sum(1 for partition in range(partitions) if watermark_key(partition) in table)
 
 
 async def _drain_producer_buffer(app: faust.App) -> None:
@@ -199,13 +179,15 @@ def run_worker(settings: Settings) -> int:
     registry = load_registry(settings)
     ensure_worker_topics(settings)
     prom = CollectorRegistry()
-    metrics = Metrics.create(prom)
+    metrics = Metrics.create(prom, settings.event_types)
     if settings.metrics_port:
         try:
             start_http_server(settings.metrics_port, registry=prom)
         except OSError as exc:
-            raise SystemExit(f"streamrec worker: cannot serve metrics on port {settings.metrics_port} ({exc.strerror}): "
-                             "set STREAMREC_METRICS_PORT to a free port (0 turns the endpoint off)") from None
+            raise SystemExit(
+                f"streamrec worker: cannot serve metrics on port {settings.metrics_port} ({exc.strerror}): "
+                "set STREAMREC_METRICS_PORT to a free port (0 turns the endpoint off)"
+            ) from None
         logger.info("metrics on http://0.0.0.0:%d/metrics", settings.metrics_port)
     watchdog = None
     if settings.stall_timeout > 0:
@@ -214,10 +196,17 @@ def run_worker(settings: Settings) -> int:
     app, _ = build_app(settings, registry, metrics, watchdog=watchdog)
     logger.info(
         "worker %s: %s -> %s (dead letters: %s), model %s on %s, batches of <= %d within %.3fs",
-        settings.app_id, settings.events_topic, settings.recommendations_topic, settings.dlq_topic,
-        registry.current.version, registry.current.device, settings.max_batch, settings.max_wait,
+        settings.app_id,
+        settings.events_topic,
+        settings.recommendations_topic,
+        settings.dlq_topic,
+        registry.current.version,
+        registry.current.device,
+        settings.max_batch,
+        settings.max_wait,
     )
-    worker = Worker(app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False,
-                    shutdown_timeout=settings.shutdown_timeout)
+    worker = Worker(
+        app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False, shutdown_timeout=settings.shutdown_timeout
+    )
     worker.execute_from_commandline()
     return 0

@@ -15,11 +15,19 @@ class KafkaUnavailable(RuntimeError):
     """No broker answers at the bootstrap address."""
 
 
+class TopicMismatch(RuntimeError):
+    """A topic exists with a partition count the worker cannot use; the message says what to set."""
+
+
 def admin_client(bootstrap: str, timeout: float = 10.0) -> KafkaAdminClient:
     """An admin client, or KafkaUnavailable with a sentence saying what to do."""
     try:
-        return KafkaAdminClient(bootstrap_servers=bootstrap.split(","), request_timeout_ms=10_000,
-                                bootstrap_timeout_ms=int(timeout * 1000), client_id="streamrec-admin")
+        return KafkaAdminClient(
+            bootstrap_servers=bootstrap.split(","),
+            request_timeout_ms=10_000,
+            bootstrap_timeout_ms=int(timeout * 1000),
+            client_id="streamrec-admin",
+        )
     except KafkaError as exc:
         raise unavailable(bootstrap, exc) from None
 
@@ -41,19 +49,19 @@ def kafka_answers(bootstrap: str, timeout: float = 3.0) -> bool:
     return True
 
 
-def ensure_topics(
-    bootstrap: str, partitions: dict[str, int], replication_factor: int = 1, strict: bool = True
-) -> None:
+def ensure_topics(bootstrap: str, partitions: dict[str, int], replication_factor: int = 1, strict: bool = True) -> None:
     """Create missing topics; with ``strict``, refuse an existing topic whose partition count differs.
 
     Raises:
         KafkaUnavailable: no broker.
-        RuntimeError: a topic exists with another partition count (tables must be co-partitioned).
+        TopicMismatch: a topic exists with another partition count (tables must be co-partitioned).
     """
     admin = admin_client(bootstrap)
     try:
         existing = set(admin.list_topics())
-        missing = [NewTopic(name, count, replication_factor) for name, count in partitions.items() if name not in existing]
+        missing = [
+            NewTopic(name, count, replication_factor) for name, count in partitions.items() if name not in existing
+        ]
         if missing:
             try:
                 admin.create_topics(missing)
@@ -64,7 +72,7 @@ def ensure_topics(
             name = meta.get("name", meta.get("topic"))
             have, want = len(meta["partitions"]), partitions[name]
             if have != want:
-                raise RuntimeError(
+                raise TopicMismatch(
                     f"topic {name!r} has {have} partitions but STREAMREC_PARTITIONS is {want}: "
                     f"set STREAMREC_PARTITIONS={have} (the sequence table must match the events topic)"
                 )

@@ -6,19 +6,26 @@ import time
 
 from kafka import KafkaConsumer, TopicPartition
 
-from streams.pipeline import Source
+from streams.source import Source
 
 
-def fetch_range(bootstrap: str, topic: str, partition: int, start: int, end: int,
-                timeout: float = 30.0) -> list[tuple[Source, bytes | None]]:
+def fetch_range(
+    bootstrap: str, topic: str, partition: int, start: int, end: int, timeout: float = 30.0
+) -> list[tuple[Source, bytes | None]]:
     """The records of ``topic[partition]`` at offsets ``[start, end)`` (fewer when some no longer exist).
 
     Raises:
         TimeoutError: the broker did not deliver them within ``timeout`` seconds.
     """
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=None, enable_auto_commit=False,
-                             auto_offset_reset="earliest", client_id="streamrec-refetch",
-                             max_partition_fetch_bytes=4 << 20, request_timeout_ms=int(timeout * 1000) + 5000)
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap.split(","),
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id="streamrec-refetch",
+        max_partition_fetch_bytes=4 << 20,
+        request_timeout_ms=int(timeout * 1000) + 5000,
+    )
     try:
         tp = TopicPartition(topic, partition)
         consumer.assign([tp])
@@ -30,8 +37,18 @@ def fetch_range(bootstrap: str, topic: str, partition: int, start: int, end: int
                 raise TimeoutError(f"{topic}[{partition}] {start}..{end - 1} not read within {timeout:.0f}s")
             for message in consumer.poll(timeout_ms=500).get(tp, []):
                 if start <= message.offset < end:
-                    found.append((Source(topic, partition, message.offset, message.key,
-                                         message.timestamp / 1000.0 if message.timestamp else None), message.value))
+                    found.append(
+                        (
+                            Source(
+                                topic,
+                                partition,
+                                message.offset,
+                                message.key,
+                                message.timestamp / 1000.0 if message.timestamp else None,
+                            ),
+                            message.value,
+                        )
+                    )
         return found
     finally:
         consumer.close()

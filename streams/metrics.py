@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import NamedTuple
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from serving.registry import REJECTED, SWAPPED
+from streams.records import REASONS
+
+SWAP_OUTCOMES = (SWAPPED, REJECTED)
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0)
 INFERENCE_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
@@ -27,38 +33,72 @@ class Metrics(NamedTuple):
     consumer_lag: Gauge
 
     @classmethod
-    def create(cls, registry: CollectorRegistry) -> "Metrics":
-        """Register the metrics in ``registry`` (tests pass a fresh one)."""
+    def create(cls, registry: CollectorRegistry, event_types: Iterable[str] = ()) -> Metrics:
+        """Register the metrics in ``registry`` (tests pass a fresh one).
+
+        Every labelled series with a known label set (event types, dead-letter reasons, swap outcomes) is
+        created here at zero, so dashboards and ``increase()`` see it before its first event.
+        """
+        metrics = cls._register(registry)
+        for event_type in event_types:
+            metrics.events.labels(event_type)
+        for reason in REASONS:
+            metrics.events_invalid.labels(reason)
+        for outcome in SWAP_OUTCOMES:
+            metrics.model_swaps.labels(outcome)
+        return metrics
+
+    @classmethod
+    def _register(cls, registry: CollectorRegistry) -> Metrics:
         return cls(
             event_to_recommendation=Histogram(
                 "streamrec_event_to_recommendation_seconds",
                 "From the event's Kafka record timestamp to the recommendation's publish",
-                buckets=LATENCY_BUCKETS, registry=registry),
+                buckets=LATENCY_BUCKETS,
+                registry=registry,
+            ),
             inference=Histogram(
-                "streamrec_inference_seconds", "One model call (a whole batch), including top-k",
-                buckets=INFERENCE_BUCKETS, registry=registry),
+                "streamrec_inference_seconds",
+                "One model call (a whole batch), including top-k",
+                buckets=INFERENCE_BUCKETS,
+                registry=registry,
+            ),
             batch_size=Histogram(
-                "streamrec_batch_size", "Users scored per model call", buckets=BATCH_BUCKETS, registry=registry),
+                "streamrec_batch_size", "Users scored per model call", buckets=BATCH_BUCKETS, registry=registry
+            ),
             events=Counter(
-                "streamrec_events_total", "Valid events applied, by type", ["event_type"], registry=registry),
+                "streamrec_events_total", "Valid events applied, by type", ["event_type"], registry=registry
+            ),
             events_invalid=Counter(
-                "streamrec_events_invalid_total", "Events sent to the dead-letter topic, by reason", ["reason"],
-                registry=registry),
+                "streamrec_events_invalid_total",
+                "Events sent to the dead-letter topic, by reason",
+                ["reason"],
+                registry=registry,
+            ),
             recommendations=Counter(
-                "streamrec_recommendations_total", "Recommendation records published", registry=registry),
+                "streamrec_recommendations_total", "Recommendation records published", registry=registry
+            ),
             events_refetched=Counter(
                 "streamrec_events_refetched_total",
                 "Events the consumer skipped (e.g. around a rebalance) that the worker read again and handled",
-                registry=registry),
+                registry=registry,
+            ),
             users_tracked=Gauge(
-                "streamrec_users_tracked", "Users with a sequence in this worker's table partitions",
-                registry=registry),
+                "streamrec_users_tracked", "Users with a sequence in this worker's table partitions", registry=registry
+            ),
             model_info=Gauge(
-                "streamrec_model_info", "The model version being served (value 1)", ["version"], registry=registry),
+                "streamrec_model_info", "The model version being served (value 1)", ["version"], registry=registry
+            ),
             model_swaps=Counter(
-                "streamrec_model_swaps_total", "Model version changes, by outcome (swapped, rejected)", ["outcome"],
-                registry=registry),
+                "streamrec_model_swaps_total",
+                "Model version changes, by outcome (swapped, rejected)",
+                ["outcome"],
+                registry=registry,
+            ),
             consumer_lag=Gauge(
-                "streamrec_consumer_lag_messages", "Events not yet processed, per assigned partition",
-                ["topic", "partition"], registry=registry),
+                "streamrec_consumer_lag_messages",
+                "Events not yet processed, per assigned partition",
+                ["topic", "partition"],
+                registry=registry,
+            ),
         )

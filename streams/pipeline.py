@@ -3,54 +3,27 @@
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 import time
+from collections.abc import Callable, MutableMapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass
-from typing import Awaitable, Callable, MutableMapping, Sequence
 
 from serving.engine import Engine, ScoredItem
 from serving.registry import ModelRegistry
+from streams.dead_letters import DeadLetter, DeadLetters, Send
 from streams.metrics import Metrics
 from streams.progress import Progress
-from streams.records import (
-    INTERNAL_ERROR, InvalidEvent, dead_letter, dead_letter_key, parse_event, recommendation,
-)
+from streams.records import INTERNAL_ERROR, InvalidEvent, parse_event, recommendation
 from streams.sequences import Update, UserHistory, apply_event, latest_per_user, watermark_key, watermark_of
 from streams.settings import Settings
+from streams.source import Source
 
 logger = logging.getLogger(__name__)
 
-# send(key, value) hands a record to the producer; what it returns, when awaitable, completes on delivery.
-Send = Callable[[bytes, bytes], Awaitable[object]]
 # fetch(topic, partition, start, end) -> the records at offsets [start, end) as (Source, value); blocking.
 Fetch = Callable[[str, int, int, int], "list[tuple[Source, bytes | None]]"]
 
 WATERMARK_EVERY = 100  # events between two watermark writes of a partition (a restart re-reads at most these)
-
-DLQ_RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)  # then every 5 s until the dead letter is written
-
-
-@dataclass(frozen=True, slots=True)
-class Source:
-    """Where one `events` record came from: all the pipeline needs of the Kafka message besides its value."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    timestamp: float | None  # the record's timestamp, epoch seconds
-
-
-@dataclass(frozen=True, slots=True)
-class DeadLetter:
-    """An event sent to the dead-letter topic; ``delivered`` completes when the broker has it."""
-
-    source: Source
-    key: bytes
-    record: bytes
-    delivered: object
 
 
 Outcome = Update | DeadLetter | None  # None: a replayed event whose newer successor publishes instead
@@ -90,7 +63,7 @@ class Pipeline:
         self.metrics = metrics
         self.table = table
         self._send_recommendation = send_recommendation
-        self._send_dead_letter = send_dead_letter
+        self._dead_letters = DeadLetters(send_dead_letter, metrics.events_invalid)
         self._executor = executor
         self._event_types = frozenset(settings.event_types)
         self.progress = progress or Progress()
@@ -98,6 +71,7 @@ class Pipeline:
         self._fetch_executor = fetch_executor
         self._marks: dict[int, int] = {}  # partition -> newest offset handled in order
         self._persisted: dict[int, int] = {}  # partition -> the watermark last written to the table
+        self._applied = 0  # events applied so far (tells a re-read that found new events from one of replays)
         self._ingested: dict[tuple[str, int], int] = {}  # newest offset ingested and not yet published, per partition
 
     def forget_partitions(self) -> None:
@@ -149,40 +123,61 @@ class Pipeline:
         pause = 0.5
         while True:
             try:
-                missing = await loop.run_in_executor(self._fetch_executor, self._fetch, source.topic,
-                                                     source.partition, start, source.offset)
+                missing = await loop.run_in_executor(
+                    self._fetch_executor, self._fetch, source.topic, source.partition, start, source.offset
+                )
                 break
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the broker is away: the partition waits, nothing is skipped
-                logger.warning("cannot read %s[%d] %d..%d again (%s: %s); retrying in %.1fs", source.topic,
-                               source.partition, start, source.offset - 1, exc.__class__.__name__, exc, pause)
+                logger.warning(
+                    "cannot read %s[%d] %d..%d again (%s: %s); retrying in %.1fs",
+                    source.topic,
+                    source.partition,
+                    start,
+                    source.offset - 1,
+                    exc.__class__.__name__,
+                    exc,
+                    pause,
+                )
                 await asyncio.sleep(pause)
                 pause = min(5.0, pause * 2)
-        level = logging.WARNING if missing else logging.DEBUG  # none: transaction markers, or deleted by retention
-        logger.log(level, "the consumer skipped %s[%d] offsets %d..%d: %d events read again and handled",
-                   source.topic, source.partition, start, source.offset - 1, len(missing))
-        self.metrics.events_refetched.inc(len(missing))
+        applied_before = self._applied
         outcomes = [await self._ingest_one(found, raw) for found, raw in missing]
+        applied = self._applied - applied_before
+        self.metrics.events_refetched.inc(applied)
+        # Nothing new: the persisted watermark lags the commit a little (it is written every WATERMARK_EVERY
+        # events), so a new owner re-reads a few replays. Something new: the consumer had skipped them.
+        logger.log(
+            logging.WARNING if applied else logging.DEBUG,
+            "%s[%d] offsets %d..%d read again: %d of %d events had not been applied (the consumer skipped them)",
+            source.topic,
+            source.partition,
+            start,
+            source.offset - 1,
+            applied,
+            len(missing),
+        )
         self._persisted.pop(source.partition, None)  # write the watermark with the next event
         return outcomes
 
     async def _ingest_one(self, source: Source, raw: bytes | None) -> Outcome:
         try:
-            parsed = parse_event(raw, self._event_types, self.settings.max_event_bytes, key=source.key,
-                                 require_key=True)
+            parsed = parse_event(
+                raw, self._event_types, self.settings.max_event_bytes, key=source.key, require_key=True
+            )
         except InvalidEvent as exc:
-            return await self._dead_letter(source, raw, exc)
+            return await self._dead_letters.send(source, raw, exc)
         try:
-            return self._apply(source, parsed.user_id, parsed.item_id, parsed.event_type, parsed.ts,
-                               parsed.event_id)
+            return self._apply(source, parsed.user_id, parsed.item_id, parsed.event_type, parsed.ts, parsed.event_id)
         except Exception as exc:  # a bug or a store failure: dead-letter the event, never stall the partition
             logger.exception("failed on %s[%d]@%d", source.topic, source.partition, source.offset)
             detail = f"{exc.__class__.__name__}: {exc}"
-            return await self._dead_letter(source, raw, InvalidEvent(INTERNAL_ERROR, detail))
+            return await self._dead_letters.send(source, raw, InvalidEvent(INTERNAL_ERROR, detail))
 
-    def _apply(self, source: Source, user_id: str, item_id: str, event_type: str, event_ts: float,
-               event_id: str | None) -> Update | None:
+    def _apply(
+        self, source: Source, user_id: str, item_id: str, event_type: str, event_ts: float, event_id: str | None
+    ) -> Update | None:
         key = user_id.encode()
         history = UserHistory.from_json(self.table.get(key))
         updated = apply_event(history, item_id, source.offset, self.settings.max_len)
@@ -197,27 +192,9 @@ class Pipeline:
             self.table[key] = updated.to_json()
             history = updated
             self.metrics.events.labels(event_type).inc()
+            self._applied += 1
         record_ts = source.timestamp if source.timestamp else time.time()
         return Update(user_id, history.items, event_ts, record_ts, event_id)
-
-    async def _dead_letter(self, source: Source, raw: bytes | None, error: InvalidEvent) -> DeadLetter:
-        self.metrics.events_invalid.labels(error.reason).inc()
-        if logger.isEnabledFor(logging.WARNING):
-            logger.warning("dead-lettered %s[%d]@%d: %s", source.topic, source.partition, source.offset, error)
-        record = dead_letter(raw, source.key, error, source.topic, source.partition, source.offset, time.time())
-        key = dead_letter_key(source.key)
-        return DeadLetter(source, key, record, await self._hand_over(key, record))
-
-    async def _hand_over(self, key: bytes, record: bytes) -> object:
-        """Give a dead letter to the producer; a refusal becomes a failed delivery, which is retried."""
-        try:
-            return await self._send_dead_letter(key, record)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            failed = asyncio.get_running_loop().create_future()
-            failed.set_exception(exc)
-            return failed
 
     def _score(self, engine: Engine, sequences: Sequence[tuple[str, ...]]) -> list[list[ScoredItem]]:
         started = time.perf_counter()
@@ -240,35 +217,16 @@ class Pipeline:
             results = await loop.run_in_executor(self._executor, self._score, engine, [u.items for u in latest])
             for update, items in zip(latest, results):
                 produced = time.time()
-                value = recommendation(update.user_id, items, engine.version, update.event_ts, produced,
-                                       update.event_id)
+                value = recommendation(
+                    update.user_id, items, engine.version, update.event_ts, produced, update.event_id
+                )
                 await self._send_recommendation(update.user_id.encode(), value)
                 self.metrics.event_to_recommendation.observe(max(0.0, time.time() - update.record_ts))
             self.metrics.recommendations.inc(len(latest))
         for outcome in outcomes:
             if isinstance(outcome, DeadLetter):
-                await self._confirm(outcome)
+                await self._dead_letters.confirm(outcome)
         for (topic, partition), offset in self._ingested.items():  # done with: what lag and the watchdog see
             self.progress.handled(topic, partition, offset)
         self._ingested.clear()
         return len(latest)
-
-    async def _confirm(self, letter: DeadLetter) -> None:
-        """Wait until a dead letter is on the broker; re-send it (after a pause) for as long as that fails."""
-        attempt = 0
-        delivered = letter.delivered
-        while True:
-            try:
-                if inspect.isawaitable(delivered):
-                    await delivered
-                return
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # the producer gave up on it (e.g. the broker was away too long)
-                pause = DLQ_RETRY_SECONDS[min(attempt, len(DLQ_RETRY_SECONDS) - 1)]
-                logger.warning("dead letter of %s[%d]@%d not written (%s: %s); retrying in %.1fs",
-                               letter.source.topic, letter.source.partition, letter.source.offset,
-                               exc.__class__.__name__, exc, pause)
-                attempt += 1
-                await asyncio.sleep(pause)
-                delivered = await self._hand_over(letter.key, letter.record)

@@ -6,9 +6,13 @@ import base64
 import hashlib
 import json
 import math
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from serving.engine import ScoredItem
 
 # Reasons an event is sent to the dead-letter topic (a bounded set: they label a metric).
 OVERSIZED = "oversized"
@@ -21,6 +25,8 @@ BAD_KEY = "bad_key"
 INTERNAL_ERROR = "internal_error"  # the worker failed on an event it accepted: a bug, never the sender's fault
 REASONS = (OVERSIZED, NOT_JSON, NOT_OBJECT, MISSING_FIELD, BAD_FIELD, UNKNOWN_EVENT_TYPE, BAD_KEY, INTERNAL_ERROR)
 
+DEFAULT_EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
+DEFAULT_MAX_EVENT_BYTES = 16_384
 MAX_ID_CHARS = 256
 MAX_TS = 253402300800.0  # 10000-01-01T00:00:00Z: later instants have no ISO-8601 form
 # A dead letter carries at most this much of the original value and key (base64 grows it by 4/3), so it
@@ -48,15 +54,6 @@ class Event:
     ts: float
     scenario: str | None = None
     event_id: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class ScoredItem:
-    """One recommended item: external id, model score, history item that supports it."""
-
-    item_id: str
-    score: float
-    because: str | None = None
 
 
 def _ident(payload: dict[str, Any], field: str, required: bool) -> str | None:
@@ -111,7 +108,7 @@ def parse_ts(value: Any) -> float:
         try:
             moment = datetime.fromisoformat(value.strip())
             if moment.tzinfo is None:
-                moment = moment.replace(tzinfo=timezone.utc)
+                moment = moment.replace(tzinfo=UTC)
             ts = moment.timestamp()
         except (ValueError, OverflowError):
             raise InvalidEvent(BAD_FIELD, f"'ts' is not ISO-8601: {shown}") from None
@@ -164,7 +161,9 @@ def parse_event(
         raise InvalidEvent(MISSING_FIELD, "'event_type' is required")
     event_type = payload["event_type"]
     if not isinstance(event_type, str) or event_type not in set(event_types):
-        raise InvalidEvent(UNKNOWN_EVENT_TYPE, f"'event_type' {str(event_type)[:40]!r} is not one of {sorted(event_types)}")
+        raise InvalidEvent(
+            UNKNOWN_EVENT_TYPE, f"'event_type' {str(event_type)[:40]!r} is not one of {sorted(event_types)}"
+        )
     if "ts" not in payload:
         raise InvalidEvent(MISSING_FIELD, "'ts' is required")
     ts = parse_ts(payload["ts"])

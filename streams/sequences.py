@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,7 +22,7 @@ class UserHistory:
         return {"items": list(self.items), "offset": self.offset}
 
     @classmethod
-    def from_json(cls, value: Mapping[str, Any] | None) -> "UserHistory":
+    def from_json(cls, value: Mapping[str, Any] | None) -> UserHistory:
         """Inverse of :meth:`to_json`; ``None`` (no value yet) is the empty history."""
         if not value:
             return cls()

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
 import json
-from typing import Annotated, Literal, Mapping
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from streams.records import DEFAULT_EVENT_TYPES, DEFAULT_MAX_EVENT_BYTES
+
 PREFIX = "STREAMREC_"
-DEFAULT_EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
 
 
 class Settings(BaseSettings):
@@ -33,31 +35,48 @@ class Settings(BaseSettings):
     top_k: int = Field(10, ge=1, description="items per recommendation list")
     exclude_seen: bool = Field(True, description="never recommend items already in the user's sequence")
     event_types: Annotated[tuple[str, ...], NoDecode] = DEFAULT_EVENT_TYPES
-    max_event_bytes: int = Field(16_384, ge=64, description="larger payloads go to the dead-letter topic")
+    max_event_bytes: int = Field(
+        DEFAULT_MAX_EVENT_BYTES, ge=64, description="larger payloads go to the dead-letter topic"
+    )
     max_batch: int = Field(256, ge=1, description="most events scored in one model call")
     max_wait: float = Field(0.01, gt=0, description="seconds to wait for a batch to fill")
     producer_linger_ms: int = Field(5, ge=0, description="producer wait to fill a batch; fewer, larger requests")
-    session_timeout: float = Field(6.0, ge=1, description="seconds before the consumer group hands a silent "
-                                   "(crashed) worker's partitions to others; at least the broker's "
-                                   "group.min.session.timeout.ms (6 s by default)")
-    instance_id: str | None = Field(None, description="static group membership: a worker that comes back with the "
-                                    "same id gets its partitions at once instead of after the session timeout; "
-                                    "give each worker its own stable id (e.g. the pod name)")
-    commit_interval: float = Field(1.0, gt=0, description="seconds between offset commits: after a crash at most "
-                                   "this much work is replayed")
-    stall_timeout: float = Field(30.0, ge=0, description="exit non-zero when events wait and none is handled for "
-                                 "this long (outside rebalances, recovery and broker outages); 0 = never")
-    shutdown_timeout: float = Field(8.0, gt=0, description="seconds a graceful stop (SIGTERM) may take before the "
-                                    "process exits anyway")
+    session_timeout: float = Field(
+        6.0,
+        ge=1,
+        description="seconds before the consumer group hands a silent "
+        "(crashed) worker's partitions to others; at least the broker's "
+        "group.min.session.timeout.ms (6 s by default)",
+    )
+    instance_id: str | None = Field(
+        None,
+        description="static group membership: a worker that comes back with the "
+        "same id gets its partitions at once instead of after the session timeout; "
+        "give each worker its own stable id (e.g. the pod name)",
+    )
+    commit_interval: float = Field(
+        1.0, gt=0, description="seconds between offset commits: after a crash at most this much work is replayed"
+    )
+    stall_timeout: float = Field(
+        30.0,
+        ge=0,
+        description="exit non-zero when events wait and none is handled for "
+        "this long (outside rebalances, recovery and broker outages); 0 = never",
+    )
+    shutdown_timeout: float = Field(
+        8.0, gt=0, description="seconds a graceful stop (SIGTERM) may take before the process exits anyway"
+    )
     store: str = Field("memory://", description="Faust table store: memory:// or rocksdb:// (rocksdict)")
+    rocksdb_cache_mb: int = Field(16, ge=1, description="RocksDB block cache per table partition, MiB")
+    rocksdb_write_buffer_mb: int = Field(8, ge=1, description="RocksDB write buffer (two per table partition), MiB")
     data_dir: Path = Field(Path("var/faust"), description="Faust data directory (RocksDB tables)")
     metrics_port: int = Field(9108, ge=0, description="Prometheus metrics HTTP port; 0 = do not serve")
     log_level: str = "INFO"
 
     @classmethod
-    def for_env(cls, env: Mapping[str, str]) -> "Settings":
+    def for_env(cls, env: Mapping[str, str]) -> Settings:
         """The settings a process started with environment ``env`` reads."""
-        return cls(**{key[len(PREFIX):].lower(): value for key, value in env.items() if key.startswith(PREFIX)})
+        return cls(**{key[len(PREFIX) :].lower(): value for key, value in env.items() if key.startswith(PREFIX)})
 
     @field_validator("event_types", mode="before")
     @classmethod

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import signal
 import sys
 import threading
 import traceback
+from collections.abc import Callable
 from functools import partial
-from typing import Callable
 
 import faust
 
@@ -26,10 +27,8 @@ def exit_now(code: int, reason: str, exc: BaseException | None = None) -> None:
     detail = "".join(traceback.format_exception(exc)) if exc is not None else ""
     logger.critical("exiting with code %d: %s%s", code, reason, f"\n{detail}" if detail else "")
     for handler in logging.getLogger().handlers:
-        try:
+        with contextlib.suppress(Exception):  # a broken handler must not keep the process alive
             handler.flush()
-        except Exception:  # a broken handler must not keep the process alive
-            pass
     sys.stderr.flush()
     os._exit(code)
 
@@ -60,8 +59,11 @@ class Worker(faust.Worker):
 
     def _arm_deadline(self, received: signal.Signals) -> None:
         if self._deadline is None:
-            self._deadline = threading.Timer(self._shutdown_timeout, exit_now, (
-                EXIT_FORCED, f"{received.name}: the graceful stop took longer than {self._shutdown_timeout:.0f}s"))
+            self._deadline = threading.Timer(
+                self._shutdown_timeout,
+                exit_now,
+                (EXIT_FORCED, f"{received.name}: the graceful stop took longer than {self._shutdown_timeout:.0f}s"),
+            )
             self._deadline.daemon = True
             self._deadline.start()
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 from streams.progress import TP
 
@@ -26,8 +26,9 @@ class Watchdog:
         clock: monotonic seconds (tests pass a fake).
     """
 
-    def __init__(self, timeout: float, broker_answers: Callable[[], bool],
-                 clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, timeout: float, broker_answers: Callable[[], bool], clock: Callable[[], float] = time.monotonic
+    ) -> None:
         self.timeout = timeout
         self._broker_answers = broker_answers
         self._clock = clock
@@ -73,8 +74,10 @@ class Watchdog:
                     if tp in self._since:
                         self._since[tp] = now
             return None
-        return (f"no progress for more than {self.timeout:.0f}s on {_names(stuck)} although events are waiting "
-                f"(newest handled offsets: {', '.join(f'{t}[{p}]={lags.get((t, p))}' for t, p in stuck)})")
+        return (
+            f"no progress for more than {self.timeout:.0f}s on {_names(stuck)} although events are waiting "
+            f"(newest handled offsets: {', '.join(f'{t}[{p}]={lags.get((t, p))}' for t, p in stuck)})"
+        )
 
     def watch(self, on_stall: Callable[[str], None], interval: float = 1.0) -> threading.Thread:
         """Check every ``interval`` seconds in a daemon thread; call ``on_stall(reason)`` once when stuck."""

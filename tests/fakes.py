@@ -53,5 +53,6 @@ class Sink:
 
 
 def event(user, item, ts=1.0, event_id=None, event_type="click"):
-    return json.dumps({"user_id": user, "item_id": item, "event_type": event_type, "ts": ts,
-                       "event_id": event_id}).encode()
+    return json.dumps(
+        {"user_id": user, "item_id": item, "event_type": event_type, "ts": ts, "event_id": event_id}
+    ).encode()

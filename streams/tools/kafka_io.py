@@ -6,8 +6,8 @@ import json
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Callable, Iterable
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.errors import KafkaError
@@ -31,9 +31,14 @@ class Record:
 def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[Record]:
     """Every record of ``topic`` up to its end offsets at the time of the call, in partition/offset order."""
     try:
-        consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=None, enable_auto_commit=False,
-                                 client_id="streamrec-read", max_partition_fetch_bytes=4 << 20,
-                                 fetch_max_bytes=64 << 20)
+        consumer = KafkaConsumer(
+            bootstrap_servers=bootstrap.split(","),
+            group_id=None,
+            enable_auto_commit=False,
+            client_id="streamrec-read",
+            max_partition_fetch_bytes=4 << 20,
+            fetch_max_bytes=64 << 20,
+        )
     except KafkaError as exc:
         raise unavailable(bootstrap, exc) from None
     try:
@@ -50,8 +55,11 @@ def read_topic(bootstrap: str, topic: str, timeout: float = 60.0) -> list[Record
             if time.monotonic() > deadline:
                 raise TimeoutError(f"reading {topic} took longer than {timeout:.0f}s")
             for tp, messages in consumer.poll(timeout_ms=500, max_records=50_000).items():
-                out.extend(Record(m.partition, m.offset, m.key, m.value, m.timestamp / 1000.0) for m in messages
-                           if m.offset < end[tp])
+                out.extend(
+                    Record(m.partition, m.offset, m.key, m.value, m.timestamp / 1000.0)
+                    for m in messages
+                    if m.offset < end[tp]
+                )
         out.sort(key=lambda r: (r.partition, r.offset))
         return out
     finally:
@@ -65,23 +73,30 @@ class Feeder:
     stored in the order given. ``pause()`` / ``resume()`` hold sending (e.g. while the broker is away).
     """
 
-    def __init__(self, bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes | None]],
-                 rate: float) -> None:
+    def __init__(
+        self, bootstrap: str, topic: str, messages: Iterable[tuple[bytes | None, bytes | None]], rate: float
+    ) -> None:
         self.topic = topic
         self.rate = rate
         self.sent = 0
         self.failed = 0
         self._messages = messages
-        self._producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), acks="all", linger_ms=5,
-                                       max_in_flight_requests_per_connection=1, retries=1_000_000,
-                                       max_request_size=2 << 20, client_id="streamrec-feeder")
+        self._producer = KafkaProducer(
+            bootstrap_servers=bootstrap.split(","),
+            acks="all",
+            linger_ms=5,
+            max_in_flight_requests_per_connection=1,
+            retries=1_000_000,
+            max_request_size=2 << 20,
+            client_id="streamrec-feeder",
+        )
         self._running = threading.Event()
         self._running.set()
         self._held = threading.Event()  # set while paused with everything sent flushed
         self._stopping = False
         self._thread = threading.Thread(target=self._run, name="streamrec-feeder", daemon=True)
 
-    def start(self) -> "Feeder":
+    def start(self) -> Feeder:
         self._thread.start()
         return self
 
@@ -142,9 +157,14 @@ class Tail:
         self.records: list[dict] = []
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap.split(","), group_id=None,
-                                       auto_offset_reset="earliest", enable_auto_commit=False,
-                                       client_id="streamrec-tail")
+        self._consumer = KafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap.split(","),
+            group_id=None,
+            auto_offset_reset="earliest",
+            enable_auto_commit=False,
+            client_id="streamrec-tail",
+        )
         self._thread = threading.Thread(target=self._run, name=f"streamrec-tail-{topic}", daemon=True)
         self._thread.start()
 

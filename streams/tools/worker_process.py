@@ -8,15 +8,14 @@ import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 from urllib.error import URLError
 from urllib.request import urlopen
 
 from streams.app import ensure_worker_topics
 from streams.settings import PREFIX, Settings
-
-REPO = Path(__file__).resolve().parents[2]
+from streams.tools.local_kafka import REPO
 
 
 def free_port() -> int:
@@ -47,24 +46,34 @@ class WorkerProcess:
         self.forced = False  # True when stop() had to SIGKILL
 
     @classmethod
-    def isolated(cls, bootstrap: str, model_dir: Path, workdir: Path, prefix: str = "streamrec",
-                 **settings: object) -> "WorkerProcess":
+    def isolated(
+        cls, bootstrap: str, model_dir: Path, workdir: Path, prefix: str = "streamrec", **settings: object
+    ) -> WorkerProcess:
         """A worker with topics, app id, data directory and metrics port of its own (``settings`` override)."""
         run = f"{prefix}-{uuid.uuid4().hex[:8]}"
         env = {
             **os.environ,
-            **env_settings(kafka_bootstrap=bootstrap, app_id=run, events_topic=f"{run}-events",
-                           recommendations_topic=f"{run}-recommendations", dlq_topic=f"{run}-events-dlq",
-                           model_dir=model_dir, data_dir=workdir / f"{run}-data", metrics_port=free_port()),
+            **env_settings(
+                kafka_bootstrap=bootstrap,
+                app_id=run,
+                events_topic=f"{run}-events",
+                recommendations_topic=f"{run}-recommendations",
+                dlq_topic=f"{run}-events-dlq",
+                model_dir=model_dir,
+                data_dir=workdir / f"{run}-data",
+                metrics_port=free_port(),
+            ),
             **env_settings(**settings),
         }
         return cls(env, workdir / f"{run}.log")
 
-    def sibling(self, name: str, **settings: object) -> "WorkerProcess":
+    def sibling(self, name: str, **settings: object) -> WorkerProcess:
         """Another member of the same group (same app id and topics) with its own metrics port and log."""
-        env = {**self.env, **env_settings(metrics_port=free_port(),
-                                          data_dir=f"{self.env[PREFIX + 'DATA_DIR']}-{name}"),
-               **env_settings(**settings)}
+        env = {
+            **self.env,
+            **env_settings(metrics_port=free_port(), data_dir=f"{self.env[PREFIX + 'DATA_DIR']}-{name}"),
+            **env_settings(**settings),
+        }
         return type(self)(env, self.log_path.with_name(f"{self.log_path.stem}-{name}.log"), self.argv)
 
     @property
@@ -75,14 +84,32 @@ class WorkerProcess:
     def metrics_port(self) -> int:
         return int(self.env[PREFIX + "METRICS_PORT"])
 
-    def start(self, create_topics: bool = True) -> "WorkerProcess":
+    @property
+    def bootstrap(self) -> str:
+        return self.env[PREFIX + "KAFKA_BOOTSTRAP"]
+
+    @property
+    def events(self) -> str:
+        """The events topic."""
+        return self.env[PREFIX + "EVENTS_TOPIC"]
+
+    @property
+    def recommendations(self) -> str:
+        """The recommendations topic."""
+        return self.env[PREFIX + "RECOMMENDATIONS_TOPIC"]
+
+    @property
+    def dlq(self) -> str:
+        """The dead-letter topic."""
+        return self.env[PREFIX + "DLQ_TOPIC"]
+
+    def start(self, create_topics: bool = True) -> WorkerProcess:
         """Create the worker's topics if missing, then start the process (it does not wait for it to serve)."""
         if create_topics:
             ensure_worker_topics(self.settings)
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
-            self.proc = subprocess.Popen(self.argv, cwd=REPO, env=self.env,
-                                         stdout=log, stderr=subprocess.STDOUT)
+            self.proc = subprocess.Popen(self.argv, cwd=REPO, env=self.env, stdout=log, stderr=subprocess.STDOUT)
         self.forced = False
         return self
 
@@ -92,6 +119,10 @@ class WorkerProcess:
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+    def assert_alive(self) -> None:
+        """Raise AssertionError, with the end of the log, when the process has ended."""
+        assert self.alive(), f"worker exited with {self.returncode()}:\n{self.tail(40)}"
 
     def returncode(self) -> int | None:
         return self.proc.poll() if self.proc else None

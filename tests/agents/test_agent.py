@@ -15,8 +15,9 @@ from tests.fakes import FakeEngine, FakeRegistry, event
 
 @pytest.fixture()
 def harness():
-    settings = Settings(app_id="agent-test", max_batch=8, max_wait=0.05, top_k=3, max_len=4, metrics_port=0,
-                        model_poll_seconds=0)
+    settings = Settings(
+        app_id="agent-test", max_batch=8, max_wait=0.05, top_k=3, max_len=4, metrics_port=0, model_poll_seconds=0
+    )
     engine = FakeEngine([f"i{n}" for n in range(10)])
     sent = {"recs": [], "dlq": []}
 
@@ -53,14 +54,23 @@ def test_agent_updates_table_batches_and_publishes(harness):
                 await ctx.put(event(user, item, event_id=f"e{offset}"), key=user.encode(), partition=0)
             await ctx.put(b"{not json", key=b"u3", partition=0)
             await ctx.put(event("u2", "i5"), key=b"u2", partition=0)
-            await wait_for(lambda: any(r["user_id"] == "u2" and r["event_ts"] and "i5" not in
-                                       [i["item_id"] for i in r["items"]] and len(sent["recs"]) >= 2
-                                       for _, r in sent["recs"]) and sent["dlq"])
+            await wait_for(
+                lambda: (
+                    any(
+                        r["user_id"] == "u2"
+                        and r["event_ts"]
+                        and "i5" not in [i["item_id"] for i in r["items"]]
+                        and len(sent["recs"]) >= 2
+                        for _, r in sent["recs"]
+                    )
+                    and sent["dlq"]
+                )
+            )
 
     asyncio.run(scenario())
     assert table[b"u1"] == {"items": ["i1", "i3", "i4"], "offset": 3}
     assert table[b"u2"] == {"items": ["i2", "i5"], "offset": 5}
-    assert sorted(k for k in table.keys() if not is_watermark_key(k)) == [b"u1", b"u2"], list(table.keys())
+    assert sorted(k for k in table if not is_watermark_key(k)) == [b"u1", b"u2"], list(table.keys())
     assert watermark_of(table[watermark_key(0)]) is not None  # the partition's watermark is in the table
     # every scored sequence is a user's newest, and no user appears twice in one call
     for call in engine.calls:
@@ -69,7 +79,7 @@ def test_agent_updates_table_batches_and_publishes(harness):
     assert last_u1["trigger_event_id"] == "e3"
     assert all(i["item_id"] not in ("i1", "i3", "i4") for i in last_u1["items"])
     assert last_u1["model_version"] == "fake-v1"
-    (key, dead), = sent["dlq"]
+    ((key, dead),) = sent["dlq"]
     assert key == b"u3" and dead["reason"] == "not_json" and dead["source"]["offset"] == 4
     assert metrics.events_invalid.labels("not_json")._value.get() == 1
     assert metrics.events.labels("click")._value.get() == 5

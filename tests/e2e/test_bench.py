@@ -15,20 +15,43 @@ pytestmark = pytest.mark.kafka
 def test_bench_reports_engine_pipeline_and_latency_tables(kafka, model_root, tmp_path):
     out = tmp_path / "bench.json"
     result = subprocess.run(
-        [sys.executable, "-m", "streams", "bench", "--events", "400", "--paced-events", "100", "--rates", "100,400",
-         "--json", str(out), "--workdir", str(tmp_path / "work")],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "streams",
+            "bench",
+            "--events",
+            "400",
+            "--paced-events",
+            "100",
+            "--rates",
+            "100,400",
+            "--json",
+            str(out),
+            "--workdir",
+            str(tmp_path / "work"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "STREAMREC_MODEL_DIR": str(model_root), "STREAMREC_KAFKA_BOOTSTRAP": kafka},
     )
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     report = json.loads(out.read_text())
-    assert [(row["device"], row["batch"]) for row in report["engine"]][:5] == [("cpu", b) for b in (1, 8, 64, 256, 1024)]
+    assert [(row["device"], row["batch"]) for row in report["engine"]][:5] == [
+        ("cpu", b) for b in (1, 8, 64, 256, 1024)
+    ]
     assert all(row["users_per_s"] > 0 for row in report["engine"])
     assert [row["path"] for row in report["pipeline"]] == ["per-event", "micro-batched"]
     per_event, batched = report["pipeline"]
     assert per_event["records"] == 400  # batch of 1: one record per event
     assert 0 < batched["records"] <= 400  # a user with several events in a batch is scored once
     assert [(row["path"], row["rate"]) for row in report["latency"]] == [
-        ("per-event", 100.0), ("per-event", 400.0), ("micro-batched", 100.0), ("micro-batched", 400.0)]
+        ("per-event", 100.0),
+        ("per-event", 400.0),
+        ("micro-batched", 100.0),
+        ("micro-batched", 400.0),
+    ]
     assert all(0 < row["p50_ms"] <= row["p99_ms"] for row in report["latency"])
     assert "micro-batched / per-event throughput" in result.stdout

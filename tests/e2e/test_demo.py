@@ -13,9 +13,26 @@ pytestmark = pytest.mark.kafka
 
 def test_demo_runs_end_to_end(kafka, tmp_path):
     result = subprocess.run(
-        [sys.executable, "-m", "streams", "demo", "--users", "120", "--items", "150", "--replay", "600",
-         "--rate", "600", "--workdir", str(tmp_path)],
-        cwd=ROOT, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "streams",
+            "demo",
+            "--users",
+            "120",
+            "--items",
+            "150",
+            "--replay",
+            "600",
+            "--rate",
+            "600",
+            "--workdir",
+            str(tmp_path),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**__import__("os").environ, "STREAMREC_METRICS_PORT": "0"},
     )
     output = result.stdout + result.stderr

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 
 from serving.artifact import resolve_version
-from streams.tools.chaos import SCENARIOS, Setup
+from streams.tools.chaos.harness import Setup
+from streams.tools.chaos.scenarios import SCENARIOS, run_scenario
 
 pytestmark = pytest.mark.kafka
 
-ROOT = Path(__file__).resolve().parents[2]
 # A worker that crashed must be serving again well before the 60 s the consumer group used to wait; a loose
 # bound (the chaos table reports the measured seconds) so a slow CI machine does not make this flaky.
 RECOVERY_BOUND_S = 30.0
@@ -19,14 +17,22 @@ RECOVERY_BOUND_S = 30.0
 
 @pytest.fixture(scope="module")
 def setup(kafka, model_root, tmp_path_factory) -> Setup:
-    return Setup(kafka, resolve_version(model_root), tmp_path_factory.mktemp("chaos"), users=60,
-                 events_per_user=20, rate=150.0, hostile=600, kafka_script=ROOT / "deploy/local/kafka.sh",
-                 timeout=120.0)
+    return Setup(
+        kafka,
+        resolve_version(model_root),
+        tmp_path_factory.mktemp("chaos"),
+        users=60,
+        events_per_user=20,
+        rate=150.0,
+        hostile=600,
+        local_broker=True,
+        timeout=120.0,
+    )
 
 
 @pytest.mark.parametrize("name", list(SCENARIOS))
 def test_scenario_loses_nothing_and_applies_nothing_twice(setup, name):
-    row = SCENARIOS[name](setup)
+    row = run_scenario(name, setup)
     verdict = row.verdict
     detail = f"{row.scenario}: {verdict}\n" + "\n".join(row.notes)
     assert verdict.events == setup.users * setup.events_per_user, detail

@@ -12,7 +12,8 @@ import pytest
 from kafka import KafkaProducer
 
 from serving.artifact import resolve_version
-from tests.conftest import metric_value, wait_until
+from streams.tools.worker_process import metric_value
+from tests.conftest import wait_until
 from tests.integration.test_worker_kafka import Collector, event
 
 pytestmark = pytest.mark.kafka
@@ -47,8 +48,9 @@ def test_hot_swap_under_load_is_exactly_once_and_switches_once(start_worker, mod
     def send_events() -> None:
         for n in range(N_EVENTS):  # one event per user: each must yield exactly one recommendation
             user = f"swap-user-{n}"
-            producer.send(worker.events, key=user.encode(),
-                          value=event(user, items[n % len(items)], time.time(), f"swap-{n}"))
+            producer.send(
+                worker.events, key=user.encode(), value=event(user, items[n % len(items)], time.time(), f"swap-{n}")
+            )
             if n == N_EVENTS // 4:
                 publish_version(source, root, broken, broken=True)
             if n == N_EVENTS // 2:
@@ -60,14 +62,22 @@ def test_hot_swap_under_load_is_exactly_once_and_switches_once(start_worker, mod
     try:
         sender = threading.Thread(target=send_events)
         sender.start()
-        wait_until(lambda: worker.assert_alive() is None and len({r["trigger_event_id"] for _, r in out.poll()})
-                   >= N_EVENTS, timeout=120, what=f"{N_EVENTS} recommendations")
+        wait_until(
+            lambda: worker.assert_alive() is None and len({r["trigger_event_id"] for _, r in out.poll()}) >= N_EVENTS,
+            timeout=120,
+            what=f"{N_EVENTS} recommendations",
+        )
         sender.join()
         time.sleep(1.0)
         out.poll()
-        wait_until(lambda: metric_value(worker.metrics(), "streamrec_consumer_lag_messages") == 0
-                   and metric_value(worker.metrics(), "streamrec_users_tracked") == N_EVENTS,
-                   timeout=30, what="housekeeping metrics to catch up")
+        wait_until(
+            lambda: (
+                metric_value(worker.metrics(), "streamrec_consumer_lag_messages") == 0
+                and metric_value(worker.metrics(), "streamrec_users_tracked") == N_EVENTS
+            ),
+            timeout=30,
+            what="housekeeping metrics to catch up",
+        )
         metrics = worker.metrics()
     finally:
         producer.close()

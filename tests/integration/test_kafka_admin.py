@@ -4,7 +4,7 @@ import uuid
 
 import pytest
 
-from streams.kafka_admin import KafkaUnavailable, admin_client, ensure_topics, kafka_answers
+from streams.kafka_admin import KafkaUnavailable, TopicMismatch, admin_client, ensure_topics, kafka_answers
 
 pytestmark = pytest.mark.kafka
 
@@ -19,7 +19,7 @@ def test_ensure_topics_creates_then_accepts_then_refuses_a_partition_mismatch(ka
     finally:
         admin.close()
     ensure_topics(kafka, {name: 3})  # idempotent
-    with pytest.raises(RuntimeError, match="STREAMREC_PARTITIONS=3"):
+    with pytest.raises(TopicMismatch, match="STREAMREC_PARTITIONS=3"):
         ensure_topics(kafka, {name: 4})
 
 

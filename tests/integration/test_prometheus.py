@@ -24,7 +24,8 @@ import pytest
 import yaml
 from kafka import KafkaProducer
 
-from tests.conftest import ROOT, free_port, metric_value, wait_until
+from streams.tools.worker_process import free_port, metric_value
+from tests.conftest import ROOT, wait_until
 
 pytestmark = [pytest.mark.prometheus, pytest.mark.kafka]
 
@@ -130,15 +131,27 @@ def running_prometheus(work: Path, scrape_port: int):
     """The real server (deploy/local/prometheus.sh) in its own var dir and port, scraping the worker."""
     port = free_port()
     config = work / "prometheus.yml"
-    config.write_text(yaml.safe_dump({
-        "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-        "rule_files": [str(ALERTS)],
-        "scrape_configs": [{"job_name": "streamrec", "static_configs": [{"targets": [f"127.0.0.1:{scrape_port}"]}]}],
-    }))
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+                "rule_files": [str(ALERTS)],
+                "scrape_configs": [
+                    {"job_name": "streamrec", "static_configs": [{"targets": [f"127.0.0.1:{scrape_port}"]}]}
+                ],
+            }
+        )
+    )
     env = {**os.environ, "STREAMREC_VAR_DIR": str(work / "var"), "PROMETHEUS_PORT": str(port)}
     try:
-        started = subprocess.run(["bash", str(PROMETHEUS_SH), "start", "--config", str(config), "--port", str(port)],
-                                 env=env, cwd=ROOT, capture_output=True, text=True, timeout=90)
+        started = subprocess.run(
+            ["bash", str(PROMETHEUS_SH), "start", "--config", str(config), "--port", str(port)],
+            env=env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
         assert started.returncode == 0, f"prometheus.sh start failed:\n{started.stdout}\n{started.stderr}"
         yield Prometheus(port)
     finally:
@@ -163,8 +176,13 @@ class Traffic:
         for _ in range(valid):
             n = next(self.counter)
             user = f"prom-u{n % 8}"
-            value = {"user_id": user, "item_id": self.items[(n * 7) % len(self.items)],
-                     "event_type": EVENT_TYPES[n % len(EVENT_TYPES)], "ts": time.time(), "event_id": f"prom-{n}"}
+            value = {
+                "user_id": user,
+                "item_id": self.items[(n * 7) % len(self.items)],
+                "event_type": EVENT_TYPES[n % len(EVENT_TYPES)],
+                "ts": time.time(),
+                "event_id": f"prom-{n}",
+            }
             self.producer.send(self.topic, key=user.encode(), value=json.dumps(value).encode())
         for _ in range(invalid):
             self.producer.send(self.topic, key=INVALID_KEY, value=INVALID[self.sent_invalid % len(INVALID)])
@@ -208,8 +226,9 @@ def panel_problems(prom: Prometheus, queries: list[tuple[str, str]]) -> list[str
 
 
 def rules_by_name(prom: Prometheus) -> dict[tuple[str, str], dict]:
-    return {(group["name"], rule["name"]): rule
-            for group in prom.get("/api/v1/rules")["groups"] for rule in group["rules"]}
+    return {
+        (group["name"], rule["name"]): rule for group in prom.get("/api/v1/rules")["groups"] for rule in group["rules"]
+    }
 
 
 def test_dashboard_panels_and_alert_rules_on_real_prometheus(start_worker, model_root, dataset, tmp_path):
@@ -230,9 +249,11 @@ def test_dashboard_panels_and_alert_rules_on_real_prometheus(start_worker, model
                 text = worker.metrics()
             except OSError:  # the metrics endpoint is not up yet
                 return False
-            return (metric_value(text, "streamrec_events_total") >= 40
-                    and metric_value(text, "streamrec_events_invalid_total") >= len(INVALID)
-                    and metric_value(text, "streamrec_recommendations_total") >= 1)
+            return (
+                metric_value(text, "streamrec_events_total") >= 40
+                and metric_value(text, "streamrec_events_invalid_total") >= len(INVALID)
+                and metric_value(text, "streamrec_recommendations_total") >= 1
+            )
 
         wait_until(processed, timeout=60, interval=0.5, what="the worker to process the first events")
         text = worker.metrics()
@@ -254,9 +275,12 @@ def test_dashboard_panels_and_alert_rules_on_real_prometheus(start_worker, model
                 time.sleep(1)
             if problems:
                 targets = prom.get("/api/v1/targets")["activeTargets"]
-                pytest.fail(f"{len(problems)} of {len(queries)} dashboard queries show no data after "
-                            f"{DEADLINE_S}s of scraping:\n" + "\n".join(problems)
-                            + f"\nscrape targets: {[(t['scrapeUrl'], t['health'], t['lastError']) for t in targets]}")
+                pytest.fail(
+                    f"{len(problems)} of {len(queries)} dashboard queries show no data after "
+                    f"{DEADLINE_S}s of scraping:\n"
+                    + "\n".join(problems)
+                    + f"\nscrape targets: {[(t['scrapeUrl'], t['health'], t['lastError']) for t in targets]}"
+                )
 
             # the template variables find this worker
             for name, selector, label in variables:
@@ -273,11 +297,15 @@ def test_dashboard_panels_and_alert_rules_on_real_prometheus(start_worker, model
 
             rules = wait_until(all_evaluated, timeout=30, what="every rule to be evaluated once")
             expected = {(group, name) for group, names in expected_rules.items() for name in names}
-            assert set(rules) == expected, (f"loaded rules differ from {ALERTS.name}: missing "
-                                            f"{sorted(expected - set(rules))}, extra {sorted(set(rules) - expected)}")
-            unhealthy = [f"{group}/{name}: health={rule['health']!r} lastError={rule.get('lastError')!r}"
-                         for (group, name), rule in rules.items()
-                         if rule["health"] != "ok" or rule.get("lastError")]
+            assert set(rules) == expected, (
+                f"loaded rules differ from {ALERTS.name}: missing "
+                f"{sorted(expected - set(rules))}, extra {sorted(set(rules) - expected)}"
+            )
+            unhealthy = [
+                f"{group}/{name}: health={rule['health']!r} lastError={rule.get('lastError')!r}"
+                for (group, name), rule in rules.items()
+                if rule["health"] != "ok" or rule.get("lastError")
+            ]
             assert not unhealthy, "rules failing to evaluate:\n" + "\n".join(unhealthy)
             # the recording rules produce series from the worker's metrics
             # (polled: a rule evaluated before the second scrape records nothing for its rate())

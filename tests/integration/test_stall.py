@@ -26,7 +26,7 @@ async def boom(self, outcomes):
     raise RuntimeError("injected failure")
 
 pipeline.Pipeline.publish_batch = {"hang": hang, "raise": boom}[sys.argv[1]]
-from streams.cli import main
+from streams.tools.cli import main
 sys.exit(main(["worker"]))
 """
 
@@ -36,8 +36,12 @@ def test_a_stuck_or_dead_agent_ends_the_process_with_the_cause(kafka, model_root
     worker = WorkerProcess.isolated(kafka, model_root, tmp_path, stall_timeout=4)
     worker.argv = [sys.executable, "-c", FAULTY_WORKER, fault]
     worker.start()
-    feeder = Feeder(kafka, worker.settings.events_topic,
-                    [(f"u{n % 7}".encode(), event(f"u{n % 7}", f"i{n}")) for n in range(400)], rate=40).start()
+    feeder = Feeder(
+        kafka,
+        worker.settings.events_topic,
+        [(f"u{n % 7}".encode(), event(f"u{n % 7}", f"i{n}")) for n in range(400)],
+        rate=40,
+    ).start()
     try:
         deadline = time.monotonic() + 90
         while worker.alive() and time.monotonic() < deadline:

@@ -8,7 +8,8 @@ import time
 
 import pytest
 
-from tests.conftest import metric_value, wait_until
+from streams.tools.worker_process import metric_value
+from tests.conftest import wait_until
 from tests.integration.test_worker_kafka import Collector, event, final_triggers, send_all
 
 pytestmark = pytest.mark.kafka
@@ -38,16 +39,27 @@ def test_a_second_worker_takes_over_partitions_with_their_state(start_worker, mo
         want = {u: f"before-{u}-2" for u in USERS}
         wait_until(lambda: final_triggers(out.poll(), USERS) == want, timeout=90, what="the first worker's answers")
 
-        second = start_worker(model_root, top_k=10, app_id=first.env["STREAMREC_APP_ID"],
-                              events_topic=first.events, recommendations_topic=first.recommendations,
-                              dlq_topic=first.dlq)
-        wait_until(lambda: 'streamrec_consumer_lag_messages{partition=' in second.metrics(), timeout=90,
-                   what="the second worker to be assigned a partition")
+        second = start_worker(
+            model_root,
+            top_k=10,
+            app_id=first.env["STREAMREC_APP_ID"],
+            events_topic=first.events,
+            recommendations_topic=first.recommendations,
+            dlq_topic=first.dlq,
+        )
+        wait_until(
+            lambda: "streamrec_consumer_lag_messages{partition=" in second.metrics(),
+            timeout=90,
+            what="the second worker to be assigned a partition",
+        )
         after = batch("after", 2)
         send_all(first.bootstrap, first.events, after)
         want = {u: f"after-{u}-1" for u in USERS}
-        wait_until(lambda: final_triggers(out.poll(), USERS) == want, timeout=120,
-                   what="answers to every user's last event after the rebalance")
+        wait_until(
+            lambda: final_triggers(out.poll(), USERS) == want,
+            timeout=120,
+            what="answers to every user's last event after the rebalance",
+        )
         time.sleep(2.5)  # one housekeeping tick
         applied = [metric_value(w.metrics(), "streamrec_events_total") for w in (first, second)]
         lag_first, lag_second = first.metrics(), second.metrics()

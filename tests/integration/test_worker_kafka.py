@@ -9,7 +9,8 @@ import time
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
-from tests.conftest import metric_value, model_version, wait_until
+from streams.tools.worker_process import metric_value
+from tests.conftest import model_version, wait_until
 
 pytestmark = pytest.mark.kafka
 
@@ -26,8 +27,9 @@ class Collector:
     """Reads a topic from the beginning into a list of (key, decoded JSON)."""
 
     def __init__(self, bootstrap, topic):
-        self.consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                                      group_id=None, enable_auto_commit=False)
+        self.consumer = KafkaConsumer(
+            topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", group_id=None, enable_auto_commit=False
+        )
         self.records = []
 
     def poll(self):
@@ -40,8 +42,9 @@ class Collector:
 
 
 def event(user, item, ts, event_id, event_type="click"):
-    return json.dumps({"user_id": user, "item_id": item, "event_type": event_type, "ts": ts,
-                       "event_id": event_id}).encode()
+    return json.dumps(
+        {"user_id": user, "item_id": item, "event_type": event_type, "ts": ts, "event_id": event_id}
+    ).encode()
 
 
 def test_thousand_events_for_hundred_users(start_worker, model_root, dataset):
@@ -118,8 +121,9 @@ def test_malformed_events_go_to_the_dead_letter_topic(start_worker, model_root, 
     bad = [(b"bad", MALFORMED[n % len(MALFORMED)]) for n in range(48)]
     bad.append((None, event("bad", "i1", 1.0, "no-key")))  # no key: the partition would be arbitrary
     bad.append((b"someone-else", event("bad", "i1", 1.0, "wrong-key")))  # key differs from user_id
-    good = [(f"g{n % 20}".encode(), event(f"g{n % 20}", rng.choice(items), time.time(), f"good{n}"))
-            for n in range(200)]
+    good = [
+        (f"g{n % 20}".encode(), event(f"g{n % 20}", rng.choice(items), time.time(), f"good{n}")) for n in range(200)
+    ]
     mixed = good + bad
     rng.shuffle(mixed)
     worker = start_worker(model_root)
@@ -127,10 +131,12 @@ def test_malformed_events_go_to_the_dead_letter_topic(start_worker, model_root, 
     out = Collector(worker.bootstrap, worker.recommendations)
     try:
         send_all(worker.bootstrap, worker.events, mixed)
-        wait_until(lambda: len(dlq.poll()) >= 50 and worker.assert_alive() is None,
-                   timeout=120, what="50 dead letters")
-        wait_until(lambda: metric_value(worker.metrics(), "streamrec_events_total") >= 200,
-                   timeout=60, what="200 valid events applied")
+        wait_until(lambda: len(dlq.poll()) >= 50 and worker.assert_alive() is None, timeout=120, what="50 dead letters")
+        wait_until(
+            lambda: metric_value(worker.metrics(), "streamrec_events_total") >= 200,
+            timeout=60,
+            what="200 valid events applied",
+        )
         metrics = worker.metrics()
         assert metric_value(metrics, "streamrec_events_total") == 200
         assert metric_value(metrics, "streamrec_events_invalid_total") == 50
@@ -139,12 +145,18 @@ def test_malformed_events_go_to_the_dead_letter_topic(start_worker, model_root, 
         for key, value in mixed:
             if json.loads(value).get("event_id", "").startswith("good") if value.startswith(b"{") else False:
                 last_good[key.decode()] = json.loads(value)["event_id"]
-        wait_until(lambda: final_triggers(out.poll(), last_good) == last_good, timeout=60,
-                   what="each user's last valid event to be answered")
+        wait_until(
+            lambda: final_triggers(out.poll(), last_good) == last_good,
+            timeout=60,
+            what="each user's last valid event to be answered",
+        )
         # the worker keeps consuming after the bad input
         send_all(worker.bootstrap, worker.events, [(b"late", event("late", items[0], time.time(), "late-1"))])
-        wait_until(lambda: any(r["trigger_event_id"] == "late-1" for _, r in out.poll()),
-                   timeout=60, what="a recommendation for an event sent after the bad ones")
+        wait_until(
+            lambda: any(r["trigger_event_id"] == "late-1" for _, r in out.poll()),
+            timeout=60,
+            what="a recommendation for an event sent after the bad ones",
+        )
         dlq.poll()
     finally:
         dlq.close()
@@ -155,8 +167,15 @@ def test_malformed_events_go_to_the_dead_letter_topic(start_worker, model_root, 
 
     assert sorted(base64.b64decode(r["value_b64"]) for _, r in dlq.records) == originals
     reasons = {r["reason"] for _, r in dlq.records}
-    assert {"not_json", "not_object", "missing_field", "unknown_event_type", "bad_field", "oversized",
-            "bad_key"} <= reasons
+    assert {
+        "not_json",
+        "not_object",
+        "missing_field",
+        "unknown_event_type",
+        "bad_field",
+        "oversized",
+        "bad_key",
+    } <= reasons
     assert all(r["detail"] and r["source"]["topic"] == worker.events for _, r in dlq.records)
     assert sum("no key" in r["detail"] for _, r in dlq.records) == 1
     assert final_triggers(out.records, last_good) == last_good

@@ -10,19 +10,28 @@ import torch
 
 from encoders.config import ModelConfig, TrainConfig
 from encoders.pipeline import DataSource, TextOptions, TrainOutcome, train_and_export
-from streams.simulate import simulate, write_dataset
+from streams.tools.simulate import simulate, write_dataset
 
 # Cold-start items: in the catalog, never in any event. Their text matches a category.
 COLD_ITEMS = [
-    {"item_id": "cold-shoes", "title": "red trail sneakers", "category": "shoes",
-     "text": "red trail sneakers, a sneakers from our shoes range", "available": True},
-    {"item_id": "cold-kitchen", "title": "copper kettle", "category": "kitchen",
-     "text": "copper kettle, a kettle from our kitchen range", "available": True},
+    {
+        "item_id": "cold-shoes",
+        "title": "red trail sneakers",
+        "category": "shoes",
+        "text": "red trail sneakers, a sneakers from our shoes range",
+        "available": True,
+    },
+    {
+        "item_id": "cold-kitchen",
+        "title": "copper kettle",
+        "category": "kitchen",
+        "text": "copper kettle, a kettle from our kitchen range",
+        "available": True,
+    },
 ]
 
 TINY_MODEL = ModelConfig(max_len=20, dim=32, n_layers=1, n_heads=1, dropout=0.1)
-TINY_TRAIN = TrainConfig(epochs=40, batch_size=32, lr=3e-3, patience=8, seed=1, device="cpu",
-                         top_k=20)
+TINY_TRAIN = TrainConfig(epochs=40, batch_size=32, lr=3e-3, patience=8, seed=1, device="cpu", top_k=20)
 
 
 @pytest.fixture(scope="session")
@@ -47,23 +56,24 @@ def sim_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
+def _train_tiny(sim_dir: Path, root: Path, text: bool) -> TrainOutcome:
+    return train_and_export(
+        DataSource(events=sim_dir / "events.jsonl", items=sim_dir / "items.jsonl"),
+        TINY_MODEL,
+        TINY_TRAIN,
+        root / "models",
+        text=TextOptions(enabled=text),
+        progress=False,
+    )
+
+
 @pytest.fixture(scope="session")
 def trained(sim_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainOutcome:
     """SASRec (ids only) trained on the simulated data and exported."""
-    root = tmp_path_factory.mktemp("models")
-    return train_and_export(
-        DataSource(events=sim_dir / "events.jsonl", items=sim_dir / "items.jsonl"),
-        TINY_MODEL, TINY_TRAIN, root / "models", text=TextOptions(enabled=False),
-        progress=False,
-    )
+    return _train_tiny(sim_dir, tmp_path_factory.mktemp("models"), text=False)
 
 
 @pytest.fixture(scope="session")
 def trained_text(sim_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainOutcome:
     """SASRec with MiniLM item text fused into the item table, trained and exported."""
-    root = tmp_path_factory.mktemp("models_text")
-    return train_and_export(
-        DataSource(events=sim_dir / "events.jsonl", items=sim_dir / "items.jsonl"),
-        TINY_MODEL, TINY_TRAIN, root / "models", text=TextOptions(enabled=True),
-        progress=False,
-    )
+    return _train_tiny(sim_dir, tmp_path_factory.mktemp("models_text"), text=True)

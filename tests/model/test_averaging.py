@@ -27,8 +27,7 @@ def test_average_follows_the_weights_and_swaps_in_only_inside_the_block():
 
 def test_training_keeps_the_validated_average(sim_dir):
     raw, averaged = (
-        train_tiny(sim_dir, TrainConfig(epochs=4, patience=10, ema_decay=decay, device="cpu"))
-        for decay in (0.0, 0.9)
+        train_tiny(sim_dir, TrainConfig(epochs=4, patience=10, ema_decay=decay, device="cpu")) for decay in (0.0, 0.9)
     )
     # same seed and steps, so only the validated (and kept) weights differ
     assert [h["loss"] for h in raw.history] == [h["loss"] for h in averaged.history]

@@ -9,8 +9,13 @@ from tests.conftest import ROOT
 
 
 def run(*args):
-    return subprocess.run([sys.executable, "-m", "streams", "check-model", *map(str, args)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "streams", "check-model", *map(str, args)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_check_model_accepts_a_trained_version(model_root):

@@ -9,8 +9,24 @@ from pathlib import Path
 
 from encoders.cli import main
 
-TINY = ["--epochs", "3", "--max-len", "10", "--dim", "16", "--layers", "1", "--batch-size", "64",
-        "--top-k", "10", "--no-text", "--no-progress", "--device", "cpu"]
+TINY = [
+    "--epochs",
+    "3",
+    "--max-len",
+    "10",
+    "--dim",
+    "16",
+    "--layers",
+    "1",
+    "--batch-size",
+    "64",
+    "--top-k",
+    "10",
+    "--no-text",
+    "--no-progress",
+    "--device",
+    "cpu",
+]
 
 
 def test_train_evaluate_export(sim_dir, tmp_path, capsys):
@@ -49,15 +65,27 @@ def test_missing_input_is_a_sentence_not_a_traceback(tmp_path, capsys):
     assert rc == 2 and "is empty" in capsys.readouterr().err
     rc = main(["export", "--checkpoint", str(tmp_path / "x.pt"), "--out", str(tmp_path / "m")])
     assert rc == 2 and "does not exist" in capsys.readouterr().err
-    rc = main(["train", "--events", str(tmp_path / "empty.jsonl"), "--out", str(tmp_path / "m"),
-               "--lr-drops", "1", "--lr-drop-factor", "1.5"])
+    rc = main(
+        [
+            "train",
+            "--events",
+            str(tmp_path / "empty.jsonl"),
+            "--out",
+            str(tmp_path / "m"),
+            "--lr-drops",
+            "1",
+            "--lr-drop-factor",
+            "1.5",
+        ]
+    )
     assert rc == 2 and "lr_drop_factor in (0, 1)" in capsys.readouterr().err
     assert not (tmp_path / "m").exists()
 
 
 def test_python_dash_m_encoders():
-    res = subprocess.run([sys.executable, "-m", "encoders", "train", "--help"],
-                         capture_output=True, text=True, check=False)
+    res = subprocess.run(
+        [sys.executable, "-m", "encoders", "train", "--help"], capture_output=True, text=True, check=False
+    )
     assert res.returncode == 0
     for flag in ("--events", "--sasrec", "--ratings", "--text-model", "--loss", "--patience"):
         assert flag in res.stdout
@@ -66,7 +94,7 @@ def test_python_dash_m_encoders():
 def test_streamrec_forwards_training_commands_after_the_verbose_flag(capsys):
     import pytest
 
-    from streams.cli import main as streamrec
+    from streams.tools.cli import main as streamrec
 
     for argv in (["train", "--help"], ["-v", "train", "--help"]):
         with pytest.raises(SystemExit) as exit_info:
@@ -80,8 +108,18 @@ def test_bf16_training_records_its_precision_and_matches_fp32(sim_dir, tmp_path,
     scores = {}
     for precision in ("fp32", "bf16"):
         root = tmp_path / precision
-        argv = ["train", "--events", str(sim_dir / "events.jsonl"), "--out", str(root),
-                "--precision", precision, "--seed", "3", *TINY]
+        argv = [
+            "train",
+            "--events",
+            str(sim_dir / "events.jsonl"),
+            "--out",
+            str(root),
+            "--precision",
+            precision,
+            "--seed",
+            "3",
+            *TINY,
+        ]
         assert main(argv) == 0
         version = Path(capsys.readouterr().out.strip().splitlines()[-1])
         manifest = json.loads((version / "manifest.json").read_text(encoding="utf-8"))

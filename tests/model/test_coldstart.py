@@ -15,8 +15,7 @@ from encoders.data import DataError, Interactions, ItemInfo
 def _data(seqs: list[list[str]]) -> Interactions:
     items = {i: ItemInfo(i, f"title {i}") for s in seqs for i in s}
     items["c9"] = ItemInfo("c9", "catalog only")
-    return Interactions("t", tuple(f"u{k}" for k in range(len(seqs))),
-                        tuple(tuple(s) for s in seqs), items)
+    return Interactions("t", tuple(f"u{k}" for k in range(len(seqs))), tuple(tuple(s) for s in seqs), items)
 
 
 def test_strict_cold_items_are_only_test_targets():
@@ -72,14 +71,45 @@ def test_text_model_ranks_cold_items_better_than_popularity(sim_dir, tmp_path, c
     users whose test target is one of them far above chance; popularity cannot (the held-out
     items have no training interactions)."""
     out = tmp_path / "cold.json"
-    rc = main([
-        "evaluate", "--cold-start", "--events", str(sim_dir / "events.jsonl"),
-        "--items", str(sim_dir / "items.jsonl"), "--cold-protocol", "random",
-        "--cold-holdout", "0.25", "--max-len", "20", "--dim", "32", "--layers", "1",
-        "--dropout", "0.1", "--lr", "3e-3", "--batch-size", "32", "--epochs", "15",
-        "--patience", "4", "--seed", "1", "--device", "cpu", "--threads", "2",
-        "--no-progress", "--json", str(out),
-    ])
+    rc = main(
+        [
+            "evaluate",
+            "--cold-start",
+            "--events",
+            str(sim_dir / "events.jsonl"),
+            "--items",
+            str(sim_dir / "items.jsonl"),
+            "--cold-protocol",
+            "random",
+            "--cold-holdout",
+            "0.25",
+            "--max-len",
+            "20",
+            "--dim",
+            "32",
+            "--layers",
+            "1",
+            "--dropout",
+            "0.1",
+            "--lr",
+            "3e-3",
+            "--batch-size",
+            "32",
+            "--epochs",
+            "15",
+            "--patience",
+            "4",
+            "--seed",
+            "1",
+            "--device",
+            "cpu",
+            "--threads",
+            "2",
+            "--no-progress",
+            "--json",
+            str(out),
+        ]
+    )
     assert rc == 0
     printed = capsys.readouterr().out
     assert "ranking among the 24 cold items only" in printed

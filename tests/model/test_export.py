@@ -11,21 +11,35 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from encoders.artifact import read_artifact, sha256_file
 from encoders.export import ScoringGraph, default_bias
 from encoders.split import left_pad
+from serving.artifact import ArtifactError, load_artifact, sha256_of
 
 MANIFEST_KEYS = {
-    "format_version", "model_version", "created_at", "model_type", "opset", "inputs", "outputs",
-    "max_len", "pad_id", "unk_id", "n_items", "dim", "top_k", "files", "text", "config",
-    "training", "metrics",
+    "format_version",
+    "model_version",
+    "created_at",
+    "model_type",
+    "opset",
+    "inputs",
+    "outputs",
+    "max_len",
+    "pad_id",
+    "unk_id",
+    "n_items",
+    "dim",
+    "top_k",
+    "files",
+    "text",
+    "config",
+    "training",
+    "metrics",
 }
 
 
 @pytest.fixture(scope="module")
 def session(trained):
-    return ort.InferenceSession(str(trained.version_dir / "model.onnx"),
-                                providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(trained.version_dir / "model.onnx"), providers=["CPUExecutionProvider"])
 
 
 def test_version_folder_and_manifest(trained):
@@ -34,17 +48,17 @@ def test_version_folder_and_manifest(trained):
     assert not [p for p in vdir.parent.iterdir() if p.name.startswith(".tmp-")]
     assert not trained.checkpoint.is_relative_to(vdir.parent)  # checkpoint outside the root
     m = json.loads((vdir / "manifest.json").read_text(encoding="utf-8"))
-    assert MANIFEST_KEYS <= set(m)
+    assert set(m) >= MANIFEST_KEYS
     assert m["format_version"] == 1 and m["model_version"] == vdir.name
     assert m["opset"] == 18 and m["model_type"] == "sasrec"
     assert m["inputs"] == ["item_seq", "item_emb", "item_bias", "seen_penalty"]
     assert m["outputs"] == ["top_scores", "top_ids"]
     assert (m["pad_id"], m["unk_id"], m["max_len"], m["dim"], m["top_k"]) == (0, 1, 20, 32, 20)
-    assert vdir.name.endswith(sha256_file(vdir / "model.onnx")[:6])
+    assert vdir.name.endswith(sha256_of(vdir / "model.onnx")[:6])
     on_disk = {p.name for p in vdir.iterdir()} - {"manifest.json"}
     assert set(m["files"]) == on_disk == {"model.onnx", "item_emb.npy", "items.tsv"}
     for name, digest in m["files"].items():
-        assert sha256_file(vdir / name) == digest
+        assert sha256_of(vdir / name) == digest
     assert m["text"] is None
     assert set(m["metrics"]) >= {"split", "sasrec", "popularity", "cooccurrence"}
     assert m["training"]["n_items"] == m["n_items"] and m["training"]["device"] == "cpu"
@@ -60,8 +74,8 @@ def test_items_tsv_and_item_emb(trained):
     emb = np.load(vdir / "item_emb.npy")
     assert emb.dtype == np.float32 and emb.shape == (m["n_items"] + 2, m["dim"])
     assert not emb[0].any() and np.abs(emb[2:]).sum() > 0
-    art = read_artifact(vdir)  # re-checks hashes and shapes
-    assert art.item_ids[0] == lines[1].split("\t")[1]
+    art = load_artifact(vdir)  # re-checks hashes and shapes
+    assert art.item_ids[2] == lines[1].split("\t")[1]  # index = internal id; 0 and 1 are pad and unknown
 
 
 def test_tampered_file_is_refused(trained, tmp_path):
@@ -70,18 +84,24 @@ def test_tampered_file_is_refused(trained, tmp_path):
     copy = tmp_path / trained.version_dir.name
     shutil.copytree(trained.version_dir, copy)
     (copy / "items.tsv").write_text("internal_id\titem_id\ttitle\n", encoding="utf-8")
-    with pytest.raises(ValueError, match="sha256"):
-        read_artifact(copy)
+    with pytest.raises(ArtifactError, match="sha256"):
+        load_artifact(copy)
 
 
 def test_onnx_graph_signature(trained):
     g = onnx.load(str(trained.version_dir / "model.onnx"))
     onnx.checker.check_model(g)
-    dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
-            for v in list(g.graph.input) + list(g.graph.output)}
+    dims = {
+        v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in list(g.graph.input) + list(g.graph.output)
+    }
     assert dims == {
-        "item_seq": ["batch", 20], "item_emb": ["n_rows", 32], "item_bias": ["n_rows"],
-        "seen_penalty": [1], "top_scores": ["batch", 20], "top_ids": ["batch", 20],
+        "item_seq": ["batch", 20],
+        "item_emb": ["n_rows", 32],
+        "item_bias": ["n_rows"],
+        "seen_penalty": [1],
+        "top_scores": ["batch", 20],
+        "top_ids": ["batch", 20],
     }
     n_rows = json.loads((trained.version_dir / "manifest.json").read_text())["n_items"] + 2
     baked = [i.name for i in g.graph.initializer if list(i.dims[:1]) == [n_rows]]
@@ -100,11 +120,15 @@ def _fixed_batch(trained, n_rows):
 
 @pytest.mark.parametrize("penalty", [float("-inf"), 0.0])
 def test_onnxruntime_matches_torch(trained, session, penalty):
-    art = read_artifact(trained.version_dir)
+    art = load_artifact(trained.version_dir)
     n_rows = art.item_emb.shape[0]
     seq = _fixed_batch(trained, n_rows)
-    feeds = {"item_seq": seq, "item_emb": art.item_emb, "item_bias": default_bias(n_rows),
-             "seen_penalty": np.array([penalty], dtype=np.float32)}
+    feeds = {
+        "item_seq": seq,
+        "item_emb": art.item_emb,
+        "item_bias": default_bias(n_rows),
+        "seen_penalty": np.array([penalty], dtype=np.float32),
+    }
     top_scores, top_ids = session.run(None, feeds)
     graph = ScoringGraph(trained.result.model.cpu(), top_k=20)
     with torch.no_grad():
@@ -122,7 +146,7 @@ def test_onnxruntime_matches_torch(trained, session, penalty):
 
 
 def test_seen_items_are_masked_and_catalog_can_grow(trained, session):
-    art = read_artifact(trained.version_dir)
+    art = load_artifact(trained.version_dir)
     n_rows, dim = art.item_emb.shape
     seq = _fixed_batch(trained, n_rows)
     base = {"item_seq": seq, "item_emb": art.item_emb, "item_bias": default_bias(n_rows)}
@@ -137,13 +161,18 @@ def test_seen_items_are_masked_and_catalog_can_grow(trained, session):
         h = trained.result.model.encode(torch.from_numpy(seq), torch.from_numpy(art.item_emb))
     new_row = 10.0 * h[0, -1].numpy()[None, :]
     grown = np.concatenate([art.item_emb, new_row]).astype(np.float32)
-    _, ids = session.run(None, {"item_seq": seq, "item_emb": grown,
-                                "item_bias": default_bias(n_rows + 1),
-                                "seen_penalty": np.array([-np.inf], np.float32)})
+    _, ids = session.run(
+        None,
+        {
+            "item_seq": seq,
+            "item_emb": grown,
+            "item_bias": default_bias(n_rows + 1),
+            "seen_penalty": np.array([-np.inf], np.float32),
+        },
+    )
     assert ids[0, 0] == n_rows  # the new row's id
 
     bias = default_bias(n_rows)
     bias[masked[0, 0]] = -np.inf  # unavailable item
-    _, ids = session.run(None, {**base, "item_bias": bias,
-                                "seen_penalty": np.array([-np.inf], np.float32)})
+    _, ids = session.run(None, {**base, "item_bias": bias, "seen_penalty": np.array([-np.inf], np.float32)})
     assert masked[0, 0] not in ids[0]

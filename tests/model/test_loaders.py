@@ -26,19 +26,24 @@ def _write_jsonl(path, rows):
 
 
 def test_events_jsonl_sorts_by_ts_dedups_event_ids_and_reads_items(tmp_path):
-    events = _write_jsonl(tmp_path / "events.jsonl", [
-        {"user_id": "u2", "item_id": "i9", "event_type": "view", "ts": 30.0, "event_id": "a"},
-        {"user_id": "u1", "item_id": "i5", "event_type": "click", "ts": 20.0, "event_id": "b"},
-        {"user_id": "u1", "item_id": "i3", "event_type": "click",
-         "ts": "1970-01-01T00:00:10Z", "event_id": "c"},
-        {"user_id": "u1", "item_id": "i5", "event_type": "click", "ts": 20.0, "event_id": "b"},
-        {"user_id": "u1", "item_id": "i7", "event_type": "purchase", "ts": 25, "event_id": "d"},
-    ])
-    items = _write_jsonl(tmp_path / "items.jsonl", [
-        {"item_id": "i3", "title": "old title", "text": "", "category": "x"},
-        {"item_id": "i3", "title": "blue mug", "text": "a mug", "category": "kitchen"},
-        {"item_id": "i100", "title": "catalog only", "text": "", "category": "x"},
-    ])
+    events = _write_jsonl(
+        tmp_path / "events.jsonl",
+        [
+            {"user_id": "u2", "item_id": "i9", "event_type": "view", "ts": 30.0, "event_id": "a"},
+            {"user_id": "u1", "item_id": "i5", "event_type": "click", "ts": 20.0, "event_id": "b"},
+            {"user_id": "u1", "item_id": "i3", "event_type": "click", "ts": "1970-01-01T00:00:10Z", "event_id": "c"},
+            {"user_id": "u1", "item_id": "i5", "event_type": "click", "ts": 20.0, "event_id": "b"},
+            {"user_id": "u1", "item_id": "i7", "event_type": "purchase", "ts": 25, "event_id": "d"},
+        ],
+    )
+    items = _write_jsonl(
+        tmp_path / "items.jsonl",
+        [
+            {"item_id": "i3", "title": "old title", "text": "", "category": "x"},
+            {"item_id": "i3", "title": "blue mug", "text": "a mug", "category": "kitchen"},
+            {"item_id": "i100", "title": "catalog only", "text": "", "category": "x"},
+        ],
+    )
     data = load_events_jsonl(events, items)
     assert data.user_ids == ("u1", "u2")
     assert data.sequences == (("i3", "i5", "i7"), ("i9",))
@@ -54,10 +59,13 @@ def test_events_jsonl_sorts_by_ts_dedups_event_ids_and_reads_items(tmp_path):
 
 
 def test_event_type_filter(tmp_path):
-    events = _write_jsonl(tmp_path / "e.jsonl", [
-        {"user_id": "u1", "item_id": "i1", "event_type": "view", "ts": 1},
-        {"user_id": "u1", "item_id": "i2", "event_type": "purchase", "ts": 2},
-    ])
+    events = _write_jsonl(
+        tmp_path / "e.jsonl",
+        [
+            {"user_id": "u1", "item_id": "i1", "event_type": "view", "ts": 1},
+            {"user_id": "u1", "item_id": "i2", "event_type": "purchase", "ts": 2},
+        ],
+    )
     data = load_events_jsonl(events, event_types=frozenset({"purchase"}))
     assert data.sequences == (("i2",),)
 
@@ -72,11 +80,9 @@ def test_sasrec_format_keeps_file_order(tmp_path):
 
 def test_movielens_ratings_sorted_by_timestamp_with_latin1_titles(tmp_path):
     ratings = tmp_path / "ratings.dat"
-    ratings.write_text("1::20::5::300\n1::10::3::100\n2::10::4::50\n1::30::4::200\n",
-                       encoding="latin-1")
+    ratings.write_text("1::20::5::300\n1::10::3::100\n2::10::4::50\n1::30::4::200\n", encoding="latin-1")
     movies = tmp_path / "movies.dat"
-    movies.write_bytes("10::Am\xe9lie (2001)::Comedy|Romance\n20::Heat (1995)::Action\n"
-                       .encode("latin-1"))
+    movies.write_bytes("10::Am\xe9lie (2001)::Comedy|Romance\n20::Heat (1995)::Action\n".encode("latin-1"))
     data = load_movielens_ratings(ratings, movies)
     assert data.sequences[0] == ("10", "30", "20")
     assert data.items["10"].title == "Am\u00e9lie (2001)"
@@ -106,19 +112,19 @@ def test_missing_or_empty_files_say_what_to_do(tmp_path, content):
         DataSource().load()
 
 
-def test_malformed_event_line_names_the_line(tmp_path):
+def test_a_file_without_valid_events_is_refused_with_the_reasons(tmp_path, caplog):
     path = tmp_path / "events.jsonl"
     path.write_text('{"user_id": "u1", "item_id": "i1", "ts": 1}\nnot json\n')
-    with pytest.raises(DataError, match=":2:"):
+    with pytest.raises(DataError, match="no valid events"):
         load_events_jsonl(path)
+    assert ":1 skipped" in caplog.text and "missing_field" in caplog.text and "1 not_json" in caplog.text
 
 
-@pytest.mark.skipif(not (SHARED_DATA / "sasrec" / "ml-1m.txt").is_file(),
-                    reason="shared MovieLens data not present")
 def test_shared_movielens_sasrec_file_with_titles():
     sas = SHARED_DATA / "sasrec"
-    data = load_sasrec(sas / "ml-1m.txt", sas / "ml1m-sas-mapping" / "sas_to_original_items.txt",
-                       SHARED_DATA / "ml-1m" / "movies.dat")
+    data = load_sasrec(
+        sas / "ml-1m.txt", sas / "ml1m-sas-mapping" / "sas_to_original_items.txt", SHARED_DATA / "ml-1m" / "movies.dat"
+    )
     assert len(data.user_ids) == 6040
     assert data.n_events == 999_611
     assert len({i for s in data.sequences for i in s}) == 3416

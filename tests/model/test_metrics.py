@@ -32,8 +32,7 @@ def test_leave_last_out_and_left_pad():
     assert split.valid.targets.tolist() == [4] and split.test.targets.tolist() == [5]
     assert split.test.histories[0].tolist() == [2, 3, 4]
     assert [s.tolist() for s in split.train_valid] == [[2, 3, 4], [6, 7]]
-    assert left_pad([np.array([2, 3, 4]), np.array([], dtype=np.int64)], 2).tolist() == [
-        [3, 4], [0, 0]]
+    assert left_pad([np.array([2, 3, 4]), np.array([], dtype=np.int64)], 2).tolist() == [[3, 4], [0, 0]]
 
 
 def test_baselines_rank_what_they_should():

@@ -145,7 +145,7 @@ def test_cuda_engine_matches_cpu(version):
     if not cuda_available():
         pytest.skip("the CUDA execution provider is not usable here")
     artifact = load_artifact(version)
-    histories = [list(artifact.item_ids[2 + i: 12 + i]) for i in range(64)]
+    histories = [list(artifact.item_ids[2 + i : 12 + i]) for i in range(64)]
     gpu = Engine(artifact, device="cuda", max_batch=64)
     assert gpu.device == "cuda"
     cpu = Engine(artifact, device="cpu", max_batch=64)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from collections import defaultdict
 
-from streams.simulate import EVENT_TYPES, simulate, write_dataset
+from streams.tools.simulate import EVENT_TYPES, simulate, write_dataset
 
 
 def test_events_follow_the_contract_and_are_deterministic(tmp_path):

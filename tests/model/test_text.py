@@ -8,9 +8,9 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from encoders.artifact import read_artifact, sha256_file
 from encoders.split import left_pad
 from encoders.text import TextEncoder, default_text_model_path
+from serving.artifact import load_artifact, sha256_of
 
 
 @pytest.fixture(scope="module")
@@ -20,8 +20,11 @@ def encoder() -> TextEncoder:
 
 def test_packaged_minilm_gives_meaningful_embeddings(encoder):
     assert default_text_model_path().is_dir()
-    v = encoder.encode(["red running shoes", "crimson jogging sneakers",
-                        "stainless steel kitchen knife", ""], batch_size=2, progress=False)
+    v = encoder.encode(
+        ["red running shoes", "crimson jogging sneakers", "stainless steel kitchen knife", ""],
+        batch_size=2,
+        progress=False,
+    )
     assert v.shape == (4, 384) and v.dtype == np.float32
     np.testing.assert_allclose(np.linalg.norm(v, axis=1), 1.0, atol=1e-5)
     assert v[0] @ v[1] > v[0] @ v[2] + 0.3
@@ -42,7 +45,7 @@ def test_text_artifact_files_and_manifest(trained_text):
     assert m["text"]["proj_file"] == "text_proj.npz"
     assert m["text"]["model"]
     for name in ("item_text_emb.npy", "text_proj.npz"):
-        assert m["files"][name] == sha256_file(vdir / name)
+        assert m["files"][name] == sha256_of(vdir / name)
     text_emb = np.load(vdir / "item_text_emb.npy")
     assert text_emb.shape == (m["n_items"] + 2, 384) and text_emb.dtype == np.float32
     proj = np.load(vdir / "text_proj.npz")
@@ -60,19 +63,18 @@ def _category_histories(sim_dir, vocab_ids, category):
     for line in (sim_dir / "events.jsonl").read_text(encoding="utf-8").splitlines():
         e = json.loads(line)
         per_user.setdefault(e["user_id"], []).append(e["item_id"])
-    return [np.array([index[i] for i in seq]) for seq in per_user.values()
-            if cats[seq[-1]] == category]
+    return [np.array([index[i] for i in seq]) for seq in per_user.values() if cats[seq[-1]] == category]
 
 
 def test_cold_start_item_row_comes_from_text_and_is_scored(trained_text, sim_dir, cold_items):
-    art = read_artifact(trained_text.version_dir)
+    art = load_artifact(trained_text.version_dir)
     vdir = art.path
     text_emb = np.load(vdir / "item_text_emb.npy")
     proj = np.load(vdir / "text_proj.npz")
     from_text = text_emb @ proj["weight"] + proj["bias"]
-    ids = {item: k + 2 for k, item in enumerate(art.item_ids)}
+    ids = {item: k for k, item in enumerate(art.item_ids) if k >= 2}  # index = internal id
     assert {c["item_id"] for c in cold_items} <= set(ids)  # catalog-only items are in the table
-    known = ids[art.item_ids[0]]
+    known = ids[art.item_ids[2]]
     for cold in cold_items:
         row = ids[cold["item_id"]]
         assert np.abs(text_emb[row]).sum() > 0
@@ -85,14 +87,20 @@ def test_cold_start_item_row_comes_from_text_and_is_scored(trained_text, sim_dir
     def cold_scores(histories, item_id):
         bias = np.full(len(art.item_emb), -np.inf, dtype=np.float32)
         bias[ids[item_id]] = 0.0  # only the cold item can be ranked: read its score
-        scores, top = sess.run(None, {
-            "item_seq": left_pad(histories, max_len), "item_emb": art.item_emb,
-            "item_bias": bias, "seen_penalty": np.array([-np.inf], np.float32)})
+        scores, top = sess.run(
+            None,
+            {
+                "item_seq": left_pad(histories, max_len),
+                "item_emb": art.item_emb,
+                "item_bias": bias,
+                "seen_penalty": np.array([-np.inf], np.float32),
+            },
+        )
         assert (top[:, 0] == ids[item_id]).all()
         return scores[:, 0]
 
-    shoes = _category_histories(sim_dir, art.item_ids, "shoes")
-    kitchen = _category_histories(sim_dir, art.item_ids, "kitchen")
+    shoes = _category_histories(sim_dir, art.item_ids[2:], "shoes")
+    kitchen = _category_histories(sim_dir, art.item_ids[2:], "kitchen")
     assert shoes and kitchen
     s_shoes = cold_scores(shoes, "cold-shoes")
     assert np.isfinite(s_shoes).all() and s_shoes.std() > 0

@@ -36,8 +36,7 @@ def test_exported_model_scores_like_torch_on_the_test_split(trained, sim_dir):
 
 
 def _tiny_run(sim_dir, loss: str, seed: int = 0):
-    tcfg = TrainConfig(epochs=2, batch_size=64, loss=loss, n_negatives=32, seed=seed,
-                       device="cpu")
+    tcfg = TrainConfig(epochs=2, batch_size=64, loss=loss, n_negatives=32, seed=seed, device="cpu")
     return train_tiny(sim_dir, tcfg, seed=seed, dropout=0.1)
 
 
@@ -106,8 +105,7 @@ def test_windows_make_every_training_event_a_target_once():
 
 def test_plateau_cuts_the_learning_rate_before_it_stops(sim_dir):
     # a rate far below float32 resolution leaves the weights, so every validation ties: plateau
-    tcfg = TrainConfig(epochs=20, lr=1e-12, patience=1, lr_drops=2, lr_drop_factor=0.5,
-                       device="cpu")
+    tcfg = TrainConfig(epochs=20, lr=1e-12, patience=1, lr_drops=2, lr_drop_factor=0.5, device="cpu")
     result = train_tiny(sim_dir, tcfg)
     assert [h["lr"] for h in result.history] == [1e-12, 1e-12, 5e-13, 2.5e-13]
     assert result.epochs_run == 4 and result.best_epoch == 1

@@ -1,6 +1,6 @@
 """Pure helpers of the demo."""
 
-from streams.demo import hold_back
+from streams.tools.demo import hold_back
 
 
 def test_hold_back_keeps_each_users_newest_events_in_time_order():

@@ -6,10 +6,12 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 from prometheus_client import CollectorRegistry
 
+from streams.dead_letters import DeadLetter
 from streams.metrics import Metrics
-from streams.pipeline import DeadLetter, Pipeline, Source
+from streams.pipeline import Pipeline
 from streams.sequences import Update, watermark_key, watermark_of
 from streams.settings import Settings
+from streams.source import Source
 from tests.fakes import FakeEngine, FakeRegistry, Sink, event
 
 
@@ -26,9 +28,17 @@ class Harness:
             self.fetched.append((start, end))
             return [(source(o, k), v) for o, (k, v) in sorted(self.log.items()) if start <= o < end]
 
-        self.pipeline = Pipeline(self.settings, FakeRegistry(FakeEngine([f"i{n}" for n in range(20)])),
-                                 self.metrics, self.table, self.recs, self.dlq, ThreadPoolExecutor(1),
-                                 fetch=fetch or fetch_from_log, fetch_executor=ThreadPoolExecutor(1))
+        self.pipeline = Pipeline(
+            self.settings,
+            FakeRegistry(FakeEngine([f"i{n}" for n in range(20)])),
+            self.metrics,
+            self.table,
+            self.recs,
+            self.dlq,
+            ThreadPoolExecutor(1),
+            fetch=fetch or fetch_from_log,
+            fetch_executor=ThreadPoolExecutor(1),
+        )
 
     def put(self, offset, user, item, event_id=None):
         self.log[offset] = (user.encode(), event(user, item, event_id=event_id))

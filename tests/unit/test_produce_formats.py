@@ -4,13 +4,15 @@ import json
 
 import pytest
 
-from streams.produce import count_lines, detect_format, read_events
+from streams.tools.produce import count_lines, detect_format, read_events
 
 
 def test_jsonl_is_passed_through(tmp_path):
     path = tmp_path / "events.jsonl"
-    rows = [{"user_id": "u1", "item_id": "i1", "event_type": "click", "ts": 5.0}, {"user_id": "u2", "item_id": "i9",
-                                                                                  "event_type": "view", "ts": 6.0}]
+    rows = [
+        {"user_id": "u1", "item_id": "i1", "event_type": "click", "ts": 5.0},
+        {"user_id": "u2", "item_id": "i9", "event_type": "view", "ts": 6.0},
+    ]
     path.write_text("\n".join(json.dumps(r) for r in rows) + "\n\n")
     assert detect_format(path) == "jsonl"
     assert list(read_events(path)) == rows

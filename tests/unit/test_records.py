@@ -7,8 +7,21 @@ import pytest
 
 from serving.engine import ScoredItem
 from streams.records import (
-    BAD_FIELD, BAD_KEY, DLQ_MAX_KEY_BYTES, DLQ_MAX_VALUE_BYTES, MISSING_FIELD, NOT_JSON, NOT_OBJECT, OVERSIZED,
-    UNKNOWN_EVENT_TYPE, InvalidEvent, dead_letter, dead_letter_key, parse_event, parse_ts, recommendation,
+    BAD_FIELD,
+    BAD_KEY,
+    DLQ_MAX_KEY_BYTES,
+    DLQ_MAX_VALUE_BYTES,
+    MISSING_FIELD,
+    NOT_JSON,
+    NOT_OBJECT,
+    OVERSIZED,
+    UNKNOWN_EVENT_TYPE,
+    InvalidEvent,
+    dead_letter,
+    dead_letter_key,
+    parse_event,
+    parse_ts,
+    recommendation,
 )
 
 TYPES = ("view", "click", "add_to_cart", "purchase")
@@ -20,8 +33,17 @@ def parse(payload, key=None, max_bytes=10_000):
 
 
 def test_valid_event_with_all_fields():
-    event = parse({"user_id": "u1", "item_id": "i2", "event_type": "click", "ts": 1763800000.5,
-                   "scenario": "shop", "event_id": "e1"}, key=b"u1")
+    event = parse(
+        {
+            "user_id": "u1",
+            "item_id": "i2",
+            "event_type": "click",
+            "ts": 1763800000.5,
+            "scenario": "shop",
+            "event_id": "e1",
+        },
+        key=b"u1",
+    )
     assert (event.user_id, event.item_id, event.event_type, event.ts) == ("u1", "i2", "click", 1763800000.5)
     assert (event.scenario, event.event_id) == ("shop", "e1")
 
@@ -95,7 +117,10 @@ def test_recommendation_record_follows_the_contract():
     assert record == {
         "user_id": "u1",
         "items": [{"item_id": "i7", "score": 3.25, "because": "i1"}, {"item_id": "i8", "score": 1.5, "because": None}],
-        "model_version": "v1", "event_ts": 10.0, "produced_ts": 11.0, "trigger_event_id": "e1",
+        "model_version": "v1",
+        "event_ts": 10.0,
+        "produced_ts": 11.0,
+        "trigger_event_id": "e1",
     }
 
 
@@ -127,8 +152,10 @@ def test_unpaired_surrogates_are_refused(field):
     assert info.value.reason == BAD_FIELD and "surrogate" in info.value.detail
 
 
-@pytest.mark.parametrize("ts", [-1, -0.5, "1969-12-31T23:59:59Z", "0001-01-01T00:00:00+14:00", 1e20, 1e999,
-                                "10000-01-01T00:00:00Z", "1763800000"])
+@pytest.mark.parametrize(
+    "ts",
+    [-1, -0.5, "1969-12-31T23:59:59Z", "0001-01-01T00:00:00+14:00", 1e20, 1e999, "10000-01-01T00:00:00Z", "1763800000"],
+)
 def test_one_rule_for_timestamps_in_every_format(ts):
     with pytest.raises(InvalidEvent) as info:
         parse_ts(ts)

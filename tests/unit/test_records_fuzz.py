@@ -8,8 +8,14 @@ from hypothesis import strategies as st
 from streams.records import REASONS, Event, InvalidEvent, parse_event
 
 TYPES = ("view", "click", "add_to_cart", "purchase")
-VALID = {"user_id": "u1", "item_id": "i2", "event_type": "click", "ts": 1763800000.5, "scenario": "shop",
-         "event_id": "e1"}
+VALID = {
+    "user_id": "u1",
+    "item_id": "i2",
+    "event_type": "click",
+    "ts": 1763800000.5,
+    "scenario": "shop",
+    "event_id": "e1",
+}
 
 
 def outcome(raw, key):
@@ -53,15 +59,18 @@ def test_mutated_fields_of_a_valid_event(field, value, drop):
 
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
-@given(position=st.integers(min_value=0, max_value=200), junk=st.binary(min_size=1, max_size=8),
-       mode=st.sampled_from(["insert", "replace", "truncate"]))
+@given(
+    position=st.integers(min_value=0, max_value=200),
+    junk=st.binary(min_size=1, max_size=8),
+    mode=st.sampled_from(["insert", "replace", "truncate"]),
+)
 def test_byte_mutations_of_a_valid_event(position, junk, mode):
     raw = json.dumps(VALID).encode()
     position = position % len(raw)
     if mode == "insert":
         raw = raw[:position] + junk + raw[position:]
     elif mode == "replace":
-        raw = raw[:position] + junk + raw[position + len(junk):]
+        raw = raw[:position] + junk + raw[position + len(junk) :]
     else:
         raw = raw[:position]
     outcome(raw, b"u1")

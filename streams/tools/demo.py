@@ -4,40 +4,21 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import signal
-import subprocess
 import sys
 import threading
 import time
-import uuid
 from pathlib import Path
 
-from streams.app import ensure_worker_topics
-from streams.consume import records
-from streams.kafka_admin import KafkaUnavailable, kafka_answers
-from streams.produce import produce, read_events
 from streams.settings import Settings
-
-REPO = Path(__file__).resolve().parents[1]
-KAFKA_SCRIPT = REPO / "deploy" / "local" / "kafka.sh"
+from streams.tools.consume import records
+from streams.tools.local_kafka import ensure_kafka, stop_kafka
+from streams.tools.models import train
+from streams.tools.produce import produce, read_events
+from streams.tools.worker_process import WorkerProcess
 
 
 def _step(text: str) -> None:
     print(f"\n==> {text}", flush=True)
-
-
-def ensure_kafka(bootstrap: str) -> bool:
-    """Start the local broker if nothing answers; True when this call started it."""
-    if kafka_answers(bootstrap):
-        print(f"Kafka answers at {bootstrap}")
-        return False
-    if not KAFKA_SCRIPT.is_file():
-        raise KafkaUnavailable(f"no Kafka at {bootstrap} and no {KAFKA_SCRIPT}: start a broker or set "
-                               "STREAMREC_KAFKA_BOOTSTRAP")
-    port = bootstrap.rsplit(":", 1)[-1]
-    subprocess.run(["bash", str(KAFKA_SCRIPT), "start"], check=True, env={**os.environ, "KAFKA_PORT": port})
-    return True
 
 
 WARMUP_USER = "streamrec-warmup"
@@ -58,8 +39,9 @@ def hold_back(events: list[dict], n: int) -> tuple[list[dict], list[dict]]:
     return history, replay
 
 
-def wait_until_serving(bootstrap: str, events_topic: str, recs_topic: str, item_id: str,
-                       worker: subprocess.Popen, timeout: float = 120.0) -> float:
+def wait_until_serving(
+    bootstrap: str, events_topic: str, recs_topic: str, item_id: str, worker: WorkerProcess, timeout: float = 120.0
+) -> float:
     """Send one warm-up event and wait for its recommendation: the worker has joined and is scoring.
 
     Returns:
@@ -72,9 +54,10 @@ def wait_until_serving(bootstrap: str, events_topic: str, recs_topic: str, item_
         if record["user_id"] == WARMUP_USER:
             print(f"worker is serving ({time.monotonic() - started:.1f}s after the warm-up event)")
             return time.monotonic() - started
-    code = worker.poll()
-    raise RuntimeError(f"the worker did not answer within {timeout:.0f}s"
-                       + (f" (it exited with {code})" if code is not None else ""))
+    code = worker.returncode()
+    raise RuntimeError(
+        f"the worker did not answer within {timeout:.0f}s" + (f" (it exited with {code})" if code is not None else "")
+    )
 
 
 def _percentile(values: list[float], q: float) -> float:
@@ -91,15 +74,14 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
     """Run the whole loop once and print what happened; returns the exit code."""
     work: Path = args.workdir
     work.mkdir(parents=True, exist_ok=True)
-    run = time.strftime("%Y%m%d%H%M%S") + "-" + uuid.uuid4().hex[:4]
     started_kafka = False
-    worker: subprocess.Popen | None = None
+    worker: WorkerProcess | None = None
     try:
         _step(f"Kafka at {settings.kafka_bootstrap}")
         started_kafka = ensure_kafka(settings.kafka_bootstrap)
 
         _step(f"simulating {args.users} users x {args.items} items")
-        from streams.simulate import simulate, write_dataset
+        from streams.tools.simulate import simulate, write_dataset
 
         events, items = simulate(args.users, args.items, 40, 7)
         history, replay = hold_back(events, args.replay)
@@ -107,66 +89,80 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         write_dataset(data, history, items)
         replay_path = data / "replay.jsonl"
         replay_path.write_text("".join(json.dumps(e) + "\n" for e in replay), encoding="utf-8")
-        print(f"{len(history)} events to train on; the newest {len(replay)} (of {len({e['user_id'] for e in replay})} "
-              "users, in time order) are held back to replay through the worker")
+        print(
+            f"{len(history)} events to train on; the newest {len(replay)} (of {len({e['user_id'] for e in replay})} "
+            "users, in time order) are held back to replay through the worker"
+        )
 
         _step("training SASRec (CPU is fine; a few seconds per epoch)")
         models = work / "models"
-        subprocess.run([sys.executable, "-m", "encoders", "train", "--events", str(data / "events.jsonl"),
-                        "--items", str(data / "items.jsonl"), "--out", str(models), "--epochs", "40",
-                        "--max-minutes", "1.5"], check=True)
+        train(data / "events.jsonl", data / "items.jsonl", models, "--epochs", "40", "--max-minutes", "1.5")
 
         _step("starting the worker")
-        topics = {"STREAMREC_EVENTS_TOPIC": f"demo-{run}-events",
-                  "STREAMREC_RECOMMENDATIONS_TOPIC": f"demo-{run}-recommendations",
-                  "STREAMREC_DLQ_TOPIC": f"demo-{run}-events-dlq"}
-        env = {**os.environ, **topics, "STREAMREC_APP_ID": f"streamrec-demo-{run}",
-               "STREAMREC_MODEL_DIR": str(models), "STREAMREC_DATA_DIR": str(work / "faust"),
-               "STREAMREC_KAFKA_BOOTSTRAP": settings.kafka_bootstrap, "STREAMREC_LOG_LEVEL": "WARNING"}
-        ensure_worker_topics(Settings.for_env(env))
-        log_path = work / "worker.log"
-        log = log_path.open("wb")
-        worker = subprocess.Popen([sys.executable, "-m", "streams", "worker"], env=env, stdout=log,
-                                  stderr=subprocess.STDOUT)
-        print(f"worker pid {worker.pid}, log {log_path}, metrics http://127.0.0.1:{settings.metrics_port}/metrics")
+        worker = WorkerProcess.isolated(
+            settings.kafka_bootstrap,
+            models,
+            work,
+            prefix="demo",
+            metrics_port=settings.metrics_port,
+            log_level="WARNING",
+        )
+        worker.log_path = work / "worker.log"
+        worker.start()
+        topics = worker.settings
+        print(
+            f"worker pid {worker.pid}, log {worker.log_path}, metrics http://127.0.0.1:{settings.metrics_port}/metrics"
+        )
 
-        wait_until_serving(settings.kafka_bootstrap, topics["STREAMREC_EVENTS_TOPIC"],
-                           topics["STREAMREC_RECOMMENDATIONS_TOPIC"], replay[0]["item_id"], worker)
+        wait_until_serving(
+            settings.kafka_bootstrap, topics.events_topic, topics.recommendations_topic, replay[0]["item_id"], worker
+        )
         _step(f"replaying {len(replay)} events at {args.rate:.0f}/s")
         received: list[dict] = []
         expected_users = {e["user_id"] for e in replay}
         last_event = {e["user_id"]: e["event_id"] for e in replay}
 
         def collect() -> None:
-            for record in records(settings.kafka_bootstrap, topics["STREAMREC_RECOMMENDATIONS_TOPIC"],
-                                  from_beginning=True, timeout=180):
+            for record in records(
+                settings.kafka_bootstrap, topics.recommendations_topic, from_beginning=True, timeout=180
+            ):
                 if record["user_id"] == WARMUP_USER:
                     continue
                 received.append(record)
                 done = {r["user_id"]: r["trigger_event_id"] for r in received}
                 if all(done.get(u) == last_event[u] for u in expected_users):
                     return
-                if worker.poll() is not None:
+                if not worker.alive():
                     return
 
         reader = threading.Thread(target=collect, daemon=True)
         reader.start()
-        produce(settings.kafka_bootstrap, topics["STREAMREC_EVENTS_TOPIC"], read_events(replay_path),
-                rate=args.rate, total=len(replay), partitions=settings.partitions)
+        produce(
+            settings.kafka_bootstrap,
+            topics.events_topic,
+            read_events(replay_path),
+            rate=args.rate,
+            total=len(replay),
+            partitions=settings.partitions,
+        )
         reader.join(timeout=180)
-        if worker.poll() is not None:
-            print(f"the worker stopped unexpectedly; see {log_path}", file=sys.stderr)
+        if not worker.alive():
+            print(f"the worker stopped unexpectedly; see {worker.log_path}", file=sys.stderr)
             return 1
 
         _step("results")
         titles = _titles(data / "items.jsonl")
         latencies = [(r["produced_ts"] - r["event_ts"]) * 1000 for r in received]
         users = {r["user_id"] for r in received}
-        print(f"recommendation records: {len(received)} for {len(users)}/{len(expected_users)} users "
-              f"(model {received[-1]['model_version'] if received else '-'})")
+        print(
+            f"recommendation records: {len(received)} for {len(users)}/{len(expected_users)} users "
+            f"(model {received[-1]['model_version'] if received else '-'})"
+        )
         if latencies:
-            print(f"event -> recommendation latency: p50 {_percentile(latencies, 50):.1f} ms, "
-                  f"p99 {_percentile(latencies, 99):.1f} ms, max {max(latencies):.1f} ms")
+            print(
+                f"event -> recommendation latency: p50 {_percentile(latencies, 50):.1f} ms, "
+                f"p99 {_percentile(latencies, 99):.1f} ms, max {max(latencies):.1f} ms"
+            )
         for record in received[-3:]:
             print(f"\nuser {record['user_id']} (after event {record['trigger_event_id']}):")
             for item in record["items"][:5]:
@@ -176,11 +172,7 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
         print("\ndemo complete" if complete else "\ndemo incomplete: some users got no recommendation in time")
         return 0 if complete else 1
     finally:
-        if worker is not None and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            try:
-                worker.wait(30)
-            except subprocess.TimeoutExpired:
-                worker.kill()
+        if worker is not None:
+            worker.stop()
         if started_kafka:
-            subprocess.run(["bash", str(KAFKA_SCRIPT), "stop"], check=False)
+            stop_kafka()

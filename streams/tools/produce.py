@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 from kafka import KafkaProducer
 from tqdm import tqdm
@@ -83,12 +83,21 @@ def produce(
         The number of events sent.
     """
     ensure_topics(bootstrap, {topic: partitions}, strict=False)  # also: a clear error when no broker answers
-    producer = KafkaProducer(bootstrap_servers=bootstrap.split(","), linger_ms=5, acks=1,
-                             batch_size=256 * 1024, client_id="streamrec-produce")
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap.split(","),
+        linger_ms=5,
+        acks=1,
+        batch_size=256 * 1024,
+        client_id="streamrec-produce",
+    )
     sent = 0
     started = time.monotonic()
-    bar = tqdm(total=min(total or limit or 0, limit or total or 0) or None, unit="ev", disable=not progress,
-               desc=f"produce -> {topic}")
+    bar = tqdm(
+        total=min(total or limit or 0, limit or total or 0) or None,
+        unit="ev",
+        disable=not progress,
+        desc=f"produce -> {topic}",
+    )
     try:
         for event in events:
             if limit is not None and sent >= limit:

@@ -6,8 +6,8 @@ import base64
 import hashlib
 import json
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping
 
 from streams.tools.kafka_io import Record
 
@@ -40,8 +40,18 @@ class Verdict:
     metric_mismatch: int = 0  # the worker's dead-letter counter disagrees with the dead-letter topic
     problems: list[str] = field(default_factory=list)
 
-    FAILURES = ("lost", "applied_twice", "wrong_sequences", "unanswered", "history_in_list", "stale_records",
-                "hostile_missed", "valid_dead_lettered", "bytes_mismatch", "metric_mismatch")
+    FAILURES = (
+        "lost",
+        "applied_twice",
+        "wrong_sequences",
+        "unanswered",
+        "history_in_list",
+        "stale_records",
+        "hostile_missed",
+        "valid_dead_lettered",
+        "bytes_mismatch",
+        "metric_mismatch",
+    )
 
     @property
     def ok(self) -> bool:
@@ -63,8 +73,9 @@ class Oracle:
     def plan(self, user_id: str, item_id: str, event_id: str, ts: float, event_type: str = "click") -> bytes:
         """Register a valid event and return its payload."""
         self.planned[event_id] = Planned(user_id, item_id)
-        payload = json.dumps({"user_id": user_id, "item_id": item_id, "event_type": event_type, "ts": ts,
-                              "event_id": event_id}).encode()
+        payload = json.dumps(
+            {"user_id": user_id, "item_id": item_id, "event_type": event_type, "ts": ts, "event_id": event_id}
+        ).encode()
         self._payloads[payload] = event_id
         return payload
 
@@ -75,8 +86,13 @@ class Oracle:
             return None
         return event_id
 
-    def judge(self, events: Iterable[Record], sequences: Mapping[str, list[str]],
-              recommendations: Iterable[dict], dead_letters: Iterable[dict]) -> Verdict:
+    def judge(
+        self,
+        events: Iterable[Record],
+        sequences: Mapping[str, list[str]],
+        recommendations: Iterable[dict],
+        dead_letters: Iterable[dict],
+    ) -> Verdict:
         """Compare what the worker produced with what it was sent.
 
         Args:
@@ -100,13 +116,13 @@ class Oracle:
             valid_offsets.add((record.partition, record.offset))
             items = history.setdefault(planned.user_id, [])
             items.append(planned.item_id)
-            at_trigger[event_id] = (planned.user_id, frozenset(items[-self.max_len:]))
+            at_trigger[event_id] = (planned.user_id, frozenset(items[-self.max_len :]))
             last_event[planned.user_id] = event_id
             verdict.events += 1
         verdict.users = len(history)
 
         for user, items in history.items():
-            want, have = items[-self.max_len:], list(sequences.get(user, []))
+            want, have = items[-self.max_len :], list(sequences.get(user, []))
             if want != have:
                 verdict.wrong_sequences += 1
                 if len(verdict.problems) < 10:
@@ -152,5 +168,8 @@ def _same_bytes(letter: Mapping, value: bytes | None) -> bool:
     kept = base64.b64decode(letter["value_b64"])
     if not letter.get("value_truncated"):
         return kept == value
-    return (value.startswith(kept) and letter.get("value_size") == len(value)
-            and letter.get("value_sha256") == hashlib.sha256(value).hexdigest())
+    return (
+        value.startswith(kept)
+        and letter.get("value_size") == len(value)
+        and letter.get("value_sha256") == hashlib.sha256(value).hexdigest()
+    )

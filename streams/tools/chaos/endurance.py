@@ -13,7 +13,7 @@ from kafka.admin import NewTopic
 
 from streams.app import TABLE_NAME
 from streams.kafka_admin import admin_client
-from streams.tools.chaos import Run, Setup
+from streams.tools.chaos.harness import Run, Setup
 from streams.tools.kafka_io import Feeder
 
 
@@ -32,14 +32,18 @@ class Soak:
             return "no samples"
         first_full = next((s for s in self.samples if s[2] >= self.users), self.samples[-1])
         after = [s for s in self.samples if s[0] >= first_full[0]]
-        lines = [f"soak: {self.minutes:.0f} min at {self.rate:.0f} events/s over {self.users} users; RSS sampled "
-                 f"every 10 s: start {self.samples[0][1]:.0f} MiB, when every user had been seen "
-                 f"({first_full[0]:.0f} s) {first_full[1]:.0f} MiB, end {self.samples[-1][1]:.0f} MiB, "
-                 f"max {max(s[1] for s in self.samples):.0f} MiB"]
+        lines = [
+            f"soak: {self.minutes:.0f} min at {self.rate:.0f} events/s over {self.users} users; RSS sampled "
+            f"every 10 s: start {self.samples[0][1]:.0f} MiB, when every user had been seen "
+            f"({first_full[0]:.0f} s) {first_full[1]:.0f} MiB, end {self.samples[-1][1]:.0f} MiB, "
+            f"max {max(s[1] for s in self.samples):.0f} MiB"
+        ]
         if len(after) >= 2:
             span = (after[-1][0] - after[0][0]) / 60
-            lines.append(f"  after every user was seen: {(after[-1][1] - after[0][1]) / max(span, 1e-9):+.2f} MiB/min "
-                         f"over {span:.1f} min")
+            lines.append(
+                f"  after every user was seen: {(after[-1][1] - after[0][1]) / max(span, 1e-9):+.2f} MiB/min "
+                f"over {span:.1f} min"
+            )
         lines.append("  every user's last event answered: " + ("yes" if self.answered_all else "NO"))
         return "\n".join(lines)
 
@@ -55,6 +59,14 @@ def rss_mib(pid: int) -> float:
 def soak(setup: Setup, minutes: float, rate: float, users: int, store: str = "rocksdb://") -> Soak:
     """Events at ``rate`` for ``minutes`` over ``users`` users (each user's items drawn from the catalog)."""
     run = Run(setup, "soak", store=store)
+    try:
+        return _soak(run, minutes, rate, users)
+    finally:
+        run.close()
+
+
+def _soak(run: Run, minutes: float, rate: float, users: int) -> Soak:
+    setup = run.setup
     rng = random.Random(setup.seed)
     total = int(minutes * 60 * rate)
     names = [f"soak-u{n}" for n in range(users)]
@@ -63,54 +75,88 @@ def soak(setup: Setup, minutes: float, rate: float, users: int, store: str = "ro
         for number in range(total):
             user = names[number % users] if number < users else rng.choice(names)
             item = rng.choice(run.catalog)
-            yield user.encode(), json.dumps({"user_id": user, "item_id": item, "event_type": "view",
-                                             "ts": time.time(), "event_id": f"soak-{number}"}).encode()
+            yield (
+                user.encode(),
+                json.dumps(
+                    {
+                        "user_id": user,
+                        "item_id": item,
+                        "event_type": "view",
+                        "ts": time.time(),
+                        "event_id": f"soak-{number}",
+                    }
+                ).encode(),
+            )
 
     result = Soak(rate, users, minutes)
     worker = run.start()
-    run.wait_serving(since=0.0, timeout=120)
     feeder = Feeder(setup.bootstrap, run.first.settings.events_topic, messages(), rate).start()
     started = time.monotonic()
     while not feeder.done:
         result.samples.append((time.monotonic() - started, rss_mib(worker.pid), feeder.sent))
-        print(f"  {result.samples[-1][0]:6.0f} s  RSS {result.samples[-1][1]:7.1f} MiB  "
-              f"{feeder.sent:>9} events sent", flush=True)
+        print(
+            f"  {result.samples[-1][0]:6.0f} s  RSS {result.samples[-1][1]:7.1f} MiB  {feeder.sent:>9} events sent",
+            flush=True,
+        )
         time.sleep(10)
     feeder.close()
     last = f"soak-{total - 1}"
     try:
         assert run.tail is not None
-        run.tail.wait(lambda records: any(r.get("trigger_event_id") == last for r in records[-2000:]), 300,
-                      "the last event's answer")
+        run.tail.wait(
+            lambda records: any(r.get("trigger_event_id") == last for r in records[-2000:]),
+            300,
+            "the last event's answer",
+        )
         result.answered_all = True
     except TimeoutError:
         result.answered_all = False
     run.check_alive()
-    for w in run.workers:
-        run.stop(w)
-    run.tail.close()
     return result
 
 
 def restore_time(setup: Setup, users: int, items_per_user: int = 10) -> str:
     """Seconds for a RocksDB worker with an empty data directory to restore ``users`` sequences and serve."""
     run = Run(setup, "restore", store="rocksdb://")
+    try:
+        return _restore_time(run, users, items_per_user)
+    finally:
+        run.close()
+
+
+def _restore_time(run: Run, users: int, items_per_user: int) -> str:
+    setup = run.setup
     settings = run.first.settings
     changelog = f"{settings.app_id}-{TABLE_NAME}-changelog"
     admin = admin_client(setup.bootstrap)
     try:
-        admin.create_topics([NewTopic(changelog, settings.partitions, settings.replication_factor,
-                                      topic_configs={"cleanup.policy": "compact"})])
+        admin.create_topics(
+            [
+                NewTopic(
+                    changelog,
+                    settings.partitions,
+                    settings.replication_factor,
+                    topic_configs={"cleanup.policy": "compact"},
+                )
+            ]
+        )
     finally:
         admin.close()
-    producer = KafkaProducer(bootstrap_servers=setup.bootstrap.split(","), linger_ms=20, batch_size=512 * 1024,
-                             acks=1, compression_type=None, client_id="streamrec-restore")
+    producer = KafkaProducer(
+        bootstrap_servers=setup.bootstrap.split(","),
+        linger_ms=20,
+        batch_size=512 * 1024,
+        acks=1,
+        compression_type=None,
+        client_id="streamrec-restore",
+    )
     rng = random.Random(setup.seed)
     started = time.monotonic()
     for number in range(users):
         items = rng.sample(run.catalog, min(items_per_user, len(run.catalog)))
-        producer.send(changelog, key=f"restore-u{number}".encode(),
-                      value=json.dumps({"items": items, "offset": -1}).encode())
+        producer.send(
+            changelog, key=f"restore-u{number}".encode(), value=json.dumps({"items": items, "offset": -1}).encode()
+        )
         if number and number % 200_000 == 0:
             print(f"  {number} sequences written to {changelog}", flush=True)
     producer.flush()
@@ -123,10 +169,9 @@ def restore_time(setup: Setup, users: int, items_per_user: int = 10) -> str:
     run.wait_serving(since=0.0, timeout=1800)
     served = min(r["produced_ts"] for r in run.tail.snapshot()) - begun
     log = run.first.log()
-    for w in run.workers:
-        run.stop(w)
-    run.tail.close()
     recovered = "Recovery complete" in log
-    return (f"restore: {users} sequences of {items_per_user} items written to the changelog in {wrote:.0f} s; "
-            f"a RocksDB worker with an empty data directory served its first event {served:.1f} s after it was "
-            f"started (process start, model load, group join, restore){'' if recovered else ' [no recovery log]'}")
+    return (
+        f"restore: {users} sequences of {items_per_user} items written to the changelog in {wrote:.0f} s; "
+        f"a RocksDB worker with an empty data directory served its first event {served:.1f} s after it was "
+        f"started (process start, model load, group join, restore){'' if recovered else ' [no recovery log]'}"
+    )

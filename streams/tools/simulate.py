@@ -8,41 +8,85 @@ from pathlib import Path
 
 import numpy as np
 
+from streams.records import DEFAULT_EVENT_TYPES
+
 logger = logging.getLogger(__name__)
 
-EVENT_TYPES = ("view", "click", "add_to_cart", "purchase")
+EVENT_TYPES = DEFAULT_EVENT_TYPES
 EVENT_TYPE_PROBS = (0.5, 0.35, 0.1, 0.05)
 
 _CATEGORIES = {
     "shoes": ("sneakers", "boots", "sandals", "loafers", "trainers", "slippers", "heels", "clogs"),
-    "kitchen": ("knife", "skillet", "kettle", "cutting board", "saucepan", "whisk", "colander",
-                "teapot"),
-    "books": ("novel", "cookbook", "atlas", "biography", "poetry collection", "thriller",
-              "comic", "field guide"),
-    "garden": ("trowel", "hose", "planter", "rake", "seed kit", "pruning shears", "watering can",
-               "wheelbarrow"),
-    "music": ("guitar", "ukulele", "drum pad", "keyboard", "violin", "harmonica", "amplifier",
-              "metronome"),
-    "outdoor": ("tent", "backpack", "sleeping bag", "headlamp", "camping stove", "compass",
-                "hiking poles", "water filter"),
-    "toys": ("puzzle", "building blocks", "plush bear", "kite", "toy train", "yo-yo",
-             "board game", "rubber duck"),
-    "beauty": ("lipstick", "face cream", "shampoo", "perfume", "nail polish", "hair brush",
-               "sunscreen", "face mask"),
-    "electronics": ("headphones", "charger", "speaker", "smartwatch", "webcam", "router",
-                    "power bank", "earbuds"),
-    "pets": ("dog leash", "cat tree", "fish tank", "bird cage", "chew toy", "pet bed",
-             "litter box", "collar"),
-    "office": ("stapler", "notebook", "desk lamp", "fountain pen", "binder", "whiteboard",
-               "paper shredder", "desk organizer"),
-    "sports": ("tennis racket", "football", "yoga mat", "dumbbell", "jump rope", "cycling helmet",
-               "swim goggles", "basketball"),
+    "kitchen": ("knife", "skillet", "kettle", "cutting board", "saucepan", "whisk", "colander", "teapot"),
+    "books": ("novel", "cookbook", "atlas", "biography", "poetry collection", "thriller", "comic", "field guide"),
+    "garden": ("trowel", "hose", "planter", "rake", "seed kit", "pruning shears", "watering can", "wheelbarrow"),
+    "music": ("guitar", "ukulele", "drum pad", "keyboard", "violin", "harmonica", "amplifier", "metronome"),
+    "outdoor": (
+        "tent",
+        "backpack",
+        "sleeping bag",
+        "headlamp",
+        "camping stove",
+        "compass",
+        "hiking poles",
+        "water filter",
+    ),
+    "toys": ("puzzle", "building blocks", "plush bear", "kite", "toy train", "yo-yo", "board game", "rubber duck"),
+    "beauty": ("lipstick", "face cream", "shampoo", "perfume", "nail polish", "hair brush", "sunscreen", "face mask"),
+    "electronics": ("headphones", "charger", "speaker", "smartwatch", "webcam", "router", "power bank", "earbuds"),
+    "pets": ("dog leash", "cat tree", "fish tank", "bird cage", "chew toy", "pet bed", "litter box", "collar"),
+    "office": (
+        "stapler",
+        "notebook",
+        "desk lamp",
+        "fountain pen",
+        "binder",
+        "whiteboard",
+        "paper shredder",
+        "desk organizer",
+    ),
+    "sports": (
+        "tennis racket",
+        "football",
+        "yoga mat",
+        "dumbbell",
+        "jump rope",
+        "cycling helmet",
+        "swim goggles",
+        "basketball",
+    ),
 }
 _ADJECTIVES = (
-    "red", "blue", "green", "black", "white", "vintage", "compact", "deluxe", "classic", "rustic",
-    "modern", "sturdy", "lightweight", "premium", "handmade", "bamboo", "leather", "wooden",
-    "silver", "golden", "organic", "waterproof", "foldable", "cozy", "bright", "minimalist",
-    "retro", "eco", "travel", "smart",
+    "red",
+    "blue",
+    "green",
+    "black",
+    "white",
+    "vintage",
+    "compact",
+    "deluxe",
+    "classic",
+    "rustic",
+    "modern",
+    "sturdy",
+    "lightweight",
+    "premium",
+    "handmade",
+    "bamboo",
+    "leather",
+    "wooden",
+    "silver",
+    "golden",
+    "organic",
+    "waterproof",
+    "foldable",
+    "cozy",
+    "bright",
+    "minimalist",
+    "retro",
+    "eco",
+    "travel",
+    "smart",
 )
 
 
@@ -63,13 +107,15 @@ def _make_items(n_items: int, rng: np.random.Generator) -> tuple[list[dict], np.
         adj = _ADJECTIVES[(k // len(nouns) + 7 * c) % len(_ADJECTIVES)]
         series = k // (len(nouns) * len(_ADJECTIVES))
         title = f"{adj} {noun}" + (f" mk{series + 1}" if series else "")
-        items.append({
-            "item_id": f"i{i}",
-            "title": title,
-            "text": f"{title}, a {noun} from our {names[c]} range",
-            "category": names[c],
-            "available": True,
-        })
+        items.append(
+            {
+                "item_id": f"i{i}",
+                "title": title,
+                "text": f"{title}, a {noun} from our {names[c]} range",
+                "category": names[c],
+                "available": True,
+            }
+        )
     return items, cats
 
 
@@ -171,22 +217,22 @@ def simulate(
             seen.add(nxt)
             cur = nxt
             ts += gaps[k] + 1.0
-            events.append({
-                "user_id": f"u{u}",
-                "item_id": f"i{nxt}",
-                "event_type": EVENT_TYPES[types[k]],
-                "ts": round(ts, 3),
-                "event_id": f"sim{seed}-{eid}",
-            })
+            events.append(
+                {
+                    "user_id": f"u{u}",
+                    "item_id": f"i{nxt}",
+                    "event_type": EVENT_TYPES[types[k]],
+                    "ts": round(ts, 3),
+                    "event_id": f"sim{seed}-{eid}",
+                }
+            )
             eid += 1
     events.sort(key=lambda e: e["ts"])
     logger.info("simulated %d events, %d users, %d items", len(events), n_users, n_items)
     return events, items
 
 
-def write_dataset(
-    out_dir: str | Path, events: list[dict], items: list[dict]
-) -> tuple[Path, Path]:
+def write_dataset(out_dir: str | Path, events: list[dict], items: list[dict]) -> tuple[Path, Path]:
     """Writes ``events.jsonl`` and ``items.jsonl`` (one JSON object per line) into ``out_dir``.
 
     Returns:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import random
-from typing import Callable
+from collections.abc import Callable
 
 Message = tuple[bytes | None, bytes | None]  # (key, value)
 
@@ -40,8 +40,10 @@ KINDS: dict[str, Callable[[random.Random, str, str], Message]] = {
     "utf16le_json": lambda r, u, i: (u.encode(), json.dumps(_event(u, i)).encode("utf-16-le")),
     "utf32_json": lambda r, u, i: (u.encode(), json.dumps(_event(u, i)).encode("utf-32")),
     "bom_json": lambda r, u, i: (u.encode(), b"\xef\xbb\xbf" + _json(u, i)[1]),
-    "latin1_json": lambda r, u, i: (u.encode(), json.dumps(_event(u, i + "\u00e9"), ensure_ascii=False)
-                                    .encode("latin-1")),
+    "latin1_json": lambda r, u, i: (
+        u.encode(),
+        json.dumps(_event(u, i + "\u00e9"), ensure_ascii=False).encode("latin-1"),
+    ),
     "overlong_utf8": lambda r, u, i: (u.encode(), b'{"user_id": "\xc0\xaf"}'),
     "empty": lambda r, u, i: (u.encode(), b""),
     "null_value": lambda r, u, i: (u.encode(), None),
@@ -109,8 +111,9 @@ KINDS: dict[str, Callable[[random.Random, str, str], Message]] = {
 }
 
 
-def hostile_messages(n: int, users: list[str], items: list[str], seed: int = 0,
-                     kinds: list[str] | None = None) -> list[tuple[str, bytes | None, bytes | None]]:
+def hostile_messages(
+    n: int, users: list[str], items: list[str], seed: int = 0, kinds: list[str] | None = None
+) -> list[tuple[str, bytes | None, bytes | None]]:
     """``n`` hostile messages ``(kind, key, value)``, cycling through ``kinds`` (default: all of them)."""
     rng = random.Random(seed)
     names = kinds or list(KINDS)

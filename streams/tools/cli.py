@@ -1,4 +1,4 @@
-"""The `streamrec` command: worker, demo, simulate, produce, consume, bench, chaos; train/evaluate/export go to encoders."""
+"""The `streamrec` command: the worker and the tools around it; train/evaluate/export go to encoders."""
 
 from __future__ import annotations
 
@@ -21,8 +21,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="streamrec",
         description="Real-time sequence-aware recommendations on Kafka. Settings come from STREAMREC_* "
-                    "environment variables (see README). Training commands: "
-                    + ", ".join(TRAINING_COMMANDS) + " (need the `train` extra; `streamrec train --help`).",
+        "environment variables (see README). Training commands: "
+        + ", ".join(TRAINING_COMMANDS)
+        + " (need the `train` extra; `streamrec train --help`).",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -57,22 +58,31 @@ def _parser() -> argparse.ArgumentParser:
     cons.add_argument("--timeout", type=float, default=None, help="stop after this many seconds")
 
     check = sub.add_parser("check-model", help="validate a model version the way the worker loads it, before a rollout")
-    check.add_argument("path", type=Path, nargs="?", default=None, help="version folder or model root "
-                       "(default: STREAMREC_MODEL_DIR)")
+    check.add_argument(
+        "path", type=Path, nargs="?", default=None, help="version folder or model root (default: STREAMREC_MODEL_DIR)"
+    )
 
     bench = sub.add_parser("bench", help="throughput and latency: per-event vs micro-batched, and engine-only")
     bench.add_argument("--events", type=int, default=10000, help="backlog drained to measure events/s")
-    bench.add_argument("--rates", default="250,1500",
-                       help="offered events/s for the latency measurements, comma-separated")
+    bench.add_argument(
+        "--rates", default="250,1500", help="offered events/s for the latency measurements, comma-separated"
+    )
     bench.add_argument("--paced-events", type=int, default=2000, help="events sent at each rate")
     bench.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     bench.add_argument("--workdir", type=Path, default=Path("var/bench"))
     bench.add_argument("--engine-only", action="store_true")
 
-    chaos = sub.add_parser("chaos", help="fault scenarios against the real broker, judged by an oracle over "
-                           "every event; prints one table (exit 1 when a scenario finds a fault)")
-    chaos.add_argument("--scenarios", default="all", help="comma-separated, of: hostile, kill9-memory, "
-                       "kill9-rocksdb, kill9-static, failover-rocksdb, join-kill, broker-restart, sigterm-broker-down (default all)")
+    chaos = sub.add_parser(
+        "chaos",
+        help="fault scenarios against the real broker, judged by an oracle over "
+        "every event; prints one table (exit 1 when a scenario finds a fault)",
+    )
+    chaos.add_argument(
+        "--scenarios",
+        default="all",
+        help="comma-separated, of: hostile, kill9-memory, "
+        "kill9-rocksdb, kill9-static, failover-rocksdb, join-kill, broker-restart, sigterm-broker-down (default all)",
+    )
     chaos.add_argument("--users", type=int, default=300)
     chaos.add_argument("--events-per-user", type=int, default=40, help="at most STREAMREC_MAX_LEN")
     chaos.add_argument("--rate", type=float, default=300.0, help="valid events per second")
@@ -80,8 +90,12 @@ def _parser() -> argparse.ArgumentParser:
     chaos.add_argument("--soak-minutes", type=float, default=0.0, help="also run a soak this long (RSS every 10 s)")
     chaos.add_argument("--soak-rate", type=float, default=1000.0)
     chaos.add_argument("--soak-users", type=int, default=100_000)
-    chaos.add_argument("--restore-users", type=int, default=0, help="also time a RocksDB restore of this many "
-                       "users' sequences into an empty data directory")
+    chaos.add_argument(
+        "--restore-users",
+        type=int,
+        default=0,
+        help="also time a RocksDB restore of this many users' sequences into an empty data directory",
+    )
     chaos.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     chaos.add_argument("--workdir", type=Path, default=Path("var/chaos"))
     return parser
@@ -102,39 +116,51 @@ def _run(args: argparse.Namespace) -> int:
 
         return run_worker(settings)
     if args.command == "simulate":
-        from streams.simulate import simulate, write_dataset
+        from streams.tools.simulate import simulate, write_dataset
 
         events, items = simulate(args.users, args.items, args.events_per_user, args.seed)
         events_path, items_path = write_dataset(args.out, events, items)
         print(f"wrote {len(events)} events to {events_path} and {len(items)} items to {items_path}")
         return 0
     if args.command == "produce":
-        from streams.produce import count_lines, produce, read_events
+        from streams.tools.produce import count_lines, produce, read_events
 
-        sent = produce(settings.kafka_bootstrap, args.topic or settings.events_topic,
-                       read_events(args.file, args.format), rate=args.rate, limit=args.limit,
-                       restamp=not args.keep_ts, total=count_lines(args.file), partitions=settings.partitions)
+        sent = produce(
+            settings.kafka_bootstrap,
+            args.topic or settings.events_topic,
+            read_events(args.file, args.format),
+            rate=args.rate,
+            limit=args.limit,
+            restamp=not args.keep_ts,
+            total=count_lines(args.file),
+            partitions=settings.partitions,
+        )
         print(f"sent {sent} events")
         return 0
     if args.command == "consume":
-        from streams.consume import records
+        from streams.tools.consume import records
 
-        for record in records(settings.kafka_bootstrap, args.topic or settings.recommendations_topic,
-                              args.from_beginning, args.timeout, args.limit):
+        for record in records(
+            settings.kafka_bootstrap,
+            args.topic or settings.recommendations_topic,
+            args.from_beginning,
+            args.timeout,
+            args.limit,
+        ):
             print(json.dumps(record), flush=True)
         return 0
     if args.command == "demo":
-        from streams.demo import run_demo
+        from streams.tools.demo import run_demo
 
         return run_demo(settings, args)
     if args.command == "check-model":
         return _check_model(settings, args.path or settings.model_dir)
     if args.command == "chaos":
-        from streams.tools.chaos import run_chaos
+        from streams.tools.chaos.command import run_chaos
 
         return run_chaos(settings, args)
     if args.command == "bench":
-        from streams.bench import run_bench
+        from streams.tools.bench import run_bench
 
         return run_bench(settings, args)
     raise AssertionError(args.command)
@@ -152,8 +178,10 @@ def _check_model(settings: Settings, path: Path) -> int:
     loaded = time.perf_counter() - started
     manifest = engine.artifact.manifest
     print(f"ok: {version} (model {engine.version}) on {engine.device}, loaded and warmed up in {loaded:.2f}s")
-    print(f"  {manifest['n_items']} items, dim {manifest['dim']}, max_len {manifest['max_len']}, "
-          f"top_k {manifest['top_k']} (STREAMREC_TOP_K={settings.top_k})")
+    print(
+        f"  {manifest['n_items']} items, dim {manifest['dim']}, max_len {manifest['max_len']}, "
+        f"top_k {manifest['top_k']} (STREAMREC_TOP_K={settings.top_k})"
+    )
     if settings.top_k > engine.artifact.top_k:
         print(f"streamrec check-model: STREAMREC_TOP_K={settings.top_k} exceeds the model's top_k", file=sys.stderr)
         return 2
@@ -171,7 +199,9 @@ def main(argv: list[str] | None = None) -> int:
         try:
             from encoders.cli import main as training_main
         except ImportError as exc:
-            raise SystemExit(f"streamrec {command} needs the training extra: pip install 'streamrec[train]' ({exc})")
+            raise SystemExit(
+                f"streamrec {command} needs the training extra: pip install 'streamrec[train]' ({exc})"
+            ) from None
         return training_main(argv)
     args = _parser().parse_args(argv)
     level = _settings().log_level.upper()
@@ -179,11 +209,11 @@ def main(argv: list[str] | None = None) -> int:
     if level != "DEBUG":  # kafka-python logs every connection retry; our errors say what matters
         logging.getLogger("kafka").setLevel(logging.CRITICAL)
     from serving.artifact import ArtifactError
-    from streams.kafka_admin import KafkaUnavailable
+    from streams.kafka_admin import KafkaUnavailable, TopicMismatch
 
     try:
         return _run(args)
-    except (ArtifactError, KafkaUnavailable, FileNotFoundError) as exc:
+    except (ArtifactError, KafkaUnavailable, TopicMismatch, FileNotFoundError) as exc:
         print(f"streamrec {args.command}: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
