@@ -1,62 +1,87 @@
-"""The Faust agent: turns faust's events into plain records for the pipeline, and batches into calls."""
+"""The Faust agent: batches of faust's events become plain records for the pipeline, then the publisher."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import weakref
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 
 import faust
-from faust.streams import current_event
+from faust import streams as faust_streams
+from faust.types import EventT
 
-from streams.pipeline import Outcome, Pipeline
+from streams.pipeline import Batch, Pipeline
+from streams.publisher import Publisher
 from streams.source import Source
 
 Fatal = Callable[[str, BaseException], None]
 
 
-def current_source() -> Source:
-    """The Kafka record faust is handing to the stream's processors right now."""
-    message = current_event().message  # type: ignore[union-attr]
+def source_of(event: EventT) -> Source:
+    """The Kafka record under a faust event."""
+    message = event.message
     return Source(message.topic, message.partition, message.offset, message.key, message.timestamp)
+
+
+@contextmanager
+def event_context(event: EventT) -> Iterator[None]:
+    """Make ``event`` faust's current event: table reads and writes go to its partition (store and changelog)."""
+    token = faust_streams._current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        faust_streams._current_event.reset(token)
+
+
+def by_partition(events: Sequence[EventT]) -> list[list[EventT]]:
+    """The events grouped by topic partition, each group in arrival (offset) order."""
+    groups: dict[tuple[str, int], list[EventT]] = {}
+    for event in events:
+        groups.setdefault((event.message.topic, event.message.partition), []).append(event)
+    return list(groups.values())
+
+
+def acknowledge(events: Sequence[EventT]) -> Callable[[], None]:
+    """A function that marks ``events`` done for faust (their offsets may then be committed)."""
+
+    def ack() -> None:
+        for event in events:
+            event.ack()
+
+    return ack
 
 
 def recommend_agent(
     pipeline: Pipeline,
+    make_publisher: Callable[[], Publisher],
     max_batch: int,
     max_wait: float,
     fatal: Fatal,
-    drain: Callable[[], Awaitable[None]] | None = None,
-) -> Callable[[faust.Stream], Awaitable[None]]:
-    """The agent function: ingest each event as it arrives, publish micro-batches.
+) -> Callable[[faust.Stream], object]:
+    """The agent function: take up to ``max_batch`` events (waiting at most ``max_wait`` s for company),
+    ingest them on the event loop, and hand the batch to a :class:`Publisher` that scores, publishes and then
+    acknowledges it. Events are not acknowledged before that (faust's ``noack_take``).
 
-    Nothing may escape either step: under ``stream.take()`` faust would swallow the exception and the agent
-    would hang while the process lives on. ``fatal`` is called instead (the worker exits non-zero).
-
-    Args:
-        drain: awaited after each batch, before faust acknowledges its events.
+    Nothing may escape: under faust's take the exception would vanish and the agent hang while the process
+    lives on. ``fatal`` is called instead (the worker exits non-zero).
     """
 
-    async def ingest(raw: bytes | None) -> list[Outcome]:
-        source = current_source()
-        try:
-            return await pipeline.ingest(source, raw)
-        except asyncio.CancelledError:
-            raise
-        except BaseException as exc:
-            fatal(f"handling {source.topic}[{source.partition}]@{source.offset} failed", exc)
-            raise
-
     async def recommend(stream: faust.Stream) -> None:
-        stream.add_processor(ingest)
+        publisher = make_publisher()
         try:
-            async for batch in stream.take(max_batch, within=max_wait):
-                await pipeline.publish_batch([outcome for handled in batch for outcome in handled])
-                if drain is not None:
-                    await drain()
+            async for events in stream.noack_take(max_batch, within=max_wait):
+                batch = Batch()
+                for group in by_partition(events):
+                    with event_context(group[0]):
+                        batch.merge(await pipeline.ingest([(source_of(e), e.value) for e in group]))
+                await publisher.submit(batch, acknowledge(events))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             fatal("the recommend agent failed", exc)
             raise
+        finally:
+            await publisher.close()
 
     return recommend

@@ -14,16 +14,20 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from serving.registry import ModelRegistry, engine_loader
 from streams.agent import recommend_agent
+from streams.bulk_send import BulkSender
 from streams.dead_letters import Send
 from streams.kafka_admin import ensure_topics, kafka_answers
 from streams.kafka_reader import fetch_range
 from streams.lag import LagTracker
 from streams.metrics import Metrics
 from streams.model_watch import ModelWatch
-from streams.pipeline import Pipeline
+from streams.pipeline import Pipeline, SendMany
+from streams.publisher import Publisher
+from streams.rocksdb import bound_store_memory, rocksdb_options
 from streams.sequences import watermark_key
 from streams.settings import Settings
 from streams.supervision import EXIT_FAILED, Worker, exit_now
+from streams.table_writer import TableWriter
 from streams.watchdog import Watchdog
 
 logger = logging.getLogger(__name__)
@@ -56,14 +60,14 @@ def build_app(
     settings: Settings,
     registry: ModelRegistry,
     metrics: Metrics,
-    sinks: tuple[Send, Send] | None = None,
+    sinks: tuple[SendMany, Send] | None = None,
     watchdog: Watchdog | None = None,
     on_fatal: Callable[[str, BaseException], None] | None = None,
 ) -> tuple[faust.App, Pipeline]:
     """The Faust app with its agent wired to a :class:`Pipeline`.
 
     Args:
-        sinks: ``(send_recommendation, send_dead_letter)``; default: the output topics (tests inject fakes).
+        sinks: ``(send_recommendations, send_dead_letter)``; default: the output topics (tests inject fakes).
         watchdog: told each housekeeping tick how every assigned partition is doing.
         on_fatal: called with a reason when the agent cannot go on; default: log and exit the process
             non-zero, so a supervisor restarts it (a live process that does nothing is the worst state).
@@ -88,7 +92,6 @@ def build_app(
         consumer_group_instance_id=settings.instance_id,
     )
     events = app.topic(settings.events_topic, partitions=settings.partitions)
-    recommendations = app.topic(settings.recommendations_topic)
     dlq = app.topic(settings.dlq_topic)
     table = app.Table(
         TABLE_NAME,
@@ -97,13 +100,19 @@ def build_app(
         key_type=bytes,  # values: JSON
         options=rocksdb_options(settings) if settings.store.startswith("rocksdb") else None,
     )
+    if settings.store.startswith("rocksdb"):
+        bound_store_memory(table.data)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-model")
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-model-loader")  # swaps never stall scoring
 
-    drain = None
+    drain = write = None
     if sinks is None:
-        sinks = (partial(_send, recommendations), partial(_send, dlq))
+        producer = app.producer._ensure_producer  # faust's aiokafka producer: commits flush what it was given
+        sinks = (BulkSender(producer, settings.recommendations_topic), partial(_send, dlq))
+        write = TableWriter(table, producer)
         drain = partial(_drain_producer_buffer, app)
+        # table writes of a whole batch go out at once: do not make faust's conductor throttle at 100
+        app.producer.buffer.max_messages = max(app.producer.buffer.max_messages, 4 * settings.max_batch)
     refetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-refetch")
     pipeline = Pipeline(
         settings,
@@ -111,9 +120,9 @@ def build_app(
         metrics,
         table,
         *sinks,
-        executor,
         fetch=partial(fetch_range, settings.kafka_bootstrap),
         fetch_executor=refetch,
+        write=write,
     )
 
     @app.on_partitions_revoked.connect
@@ -122,8 +131,13 @@ def build_app(
 
     model_watch = ModelWatch(registry, metrics, loader)
 
-    # drain: every table write of a batch is with the Kafka client before faust acknowledges the batch
-    app.agent(events, name="recommend")(recommend_agent(pipeline, settings.max_batch, settings.max_wait, fatal, drain))
+    def make_publisher() -> Publisher:
+        # drain: every table write of a batch is with the Kafka client before faust acknowledges the batch
+        return Publisher(pipeline, registry, executor, fatal, settings.batches_in_flight, drain)
+
+    app.agent(events, name="recommend")(
+        recommend_agent(pipeline, make_publisher, settings.max_batch, settings.max_wait, fatal)
+    )
 
     lag = LagTracker(settings.events_topic, pipeline.progress, metrics.consumer_lag)
     ticks = itertools.count()
@@ -140,17 +154,6 @@ def build_app(
     if settings.model_poll_seconds > 0 and registry.follows_root:
         app.timer(settings.model_poll_seconds, name="streamrec.poll_model")(model_watch.poll)
     return app, pipeline
-
-
-def rocksdb_options(settings: Settings) -> dict[str, int]:
-    """Bounded RocksDB memory per table partition (faust's defaults allow a 2 GiB cache and 3 x 64 MiB buffers)."""
-    mib = 1 << 20
-    return {
-        "block_cache_size": settings.rocksdb_cache_mb * mib,
-        "write_buffer_size": settings.rocksdb_write_buffer_mb * mib,
-        "max_write_buffer_number": 2,
-        "target_file_size_base": 4 * settings.rocksdb_write_buffer_mb * mib,
-    }
 
 
 def count_users(table: Mapping[bytes, object], partitions: int) -> int:

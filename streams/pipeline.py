@@ -1,20 +1,21 @@
-"""What the worker does with each event and each batch: plain records in, I/O injected, no Faust."""
+"""What the worker does with each batch of events: plain records in, I/O injected, no Faust."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Callable, MutableMapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from concurrent.futures import Executor
+from dataclasses import dataclass, field
 
 from serving.engine import Engine, ScoredItem
 from serving.registry import ModelRegistry
 from streams.dead_letters import DeadLetter, DeadLetters, Send
 from streams.metrics import Metrics
 from streams.progress import Progress
-from streams.records import INTERNAL_ERROR, InvalidEvent, parse_event, recommendation
-from streams.sequences import Update, UserHistory, apply_event, latest_per_user, watermark_key, watermark_of
+from streams.records import INTERNAL_ERROR, Event, InvalidEvent, parse_event, recommendation
+from streams.sequences import Update, UserHistory, apply_event, watermark_key, watermark_of
 from streams.settings import Settings
 from streams.source import Source
 
@@ -22,11 +23,31 @@ logger = logging.getLogger(__name__)
 
 # fetch(topic, partition, start, end) -> the records at offsets [start, end) as (Source, value); blocking.
 Fetch = Callable[[str, int, int, int], "list[tuple[Source, bytes | None]]"]
+Record = tuple[Source, "bytes | None"]
+# send_many([(key, value), ...]) hands records to the producer.
+SendMany = Callable[[Sequence[tuple[bytes, bytes]]], Awaitable[object]]
+# write(partition, {key: value}) puts a batch's values into the table (and its changelog).
+Write = Callable[[int, Mapping[bytes, dict]], Awaitable[None]]
 
-WATERMARK_EVERY = 100  # events between two watermark writes of a partition (a restart re-reads at most these)
 
+@dataclass
+class Batch:
+    """What ingesting a batch produced: the users to score (newest event each), the dead letters, the offsets.
 
-Outcome = Update | DeadLetter | None  # None: a replayed event whose newer successor publishes instead
+    ``updates`` keeps one entry per user: the newest event that changed (or, replayed, last changed) the
+    user's sequence, with the sequence as of it.
+    """
+
+    updates: dict[str, Update] = field(default_factory=dict)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # newest offset handled per partition
+
+    def merge(self, other: Batch) -> None:
+        for user, update in other.updates.items():
+            self.updates.pop(user, None)
+            self.updates[user] = update
+        self.dead_letters.extend(other.dead_letters)
+        self.offsets.update(other.offsets)
 
 
 class Pipeline:
@@ -37,12 +58,13 @@ class Pipeline:
         registry: holds the engine being served.
         metrics: the metric bundle.
         table: user id (bytes) -> ``UserHistory.to_json()``; a Faust table in the worker.
-        send_recommendation: ``(key, value)`` -> awaitable, publishes to `recommendations`.
+        send_recommendations: ``[(key, value), ...]`` -> awaitable, publishes to `recommendations`.
         send_dead_letter: ``(key, value)`` -> awaitable, publishes to `events-dlq`.
-        executor: where model calls run (never on the event loop).
-        progress: the newest handled offset per partition (lag, the stall watchdog).
+        progress: the newest offset done with per partition (lag, the stall watchdog).
         fetch: reads a range of the events topic again (see :meth:`ingest`); None turns that off.
         fetch_executor: where ``fetch`` runs.
+        write: ``(partition, {key: value})`` -> awaitable, a batch's table writes (and changelog); default:
+            assignment into ``table``.
     """
 
     def __init__(
@@ -51,73 +73,81 @@ class Pipeline:
         registry: ModelRegistry,
         metrics: Metrics,
         table: MutableMapping[bytes, dict],
-        send_recommendation: Send,
+        send_recommendations: SendMany,
         send_dead_letter: Send,
-        executor: Executor,
         progress: Progress | None = None,
         fetch: Fetch | None = None,
         fetch_executor: Executor | None = None,
+        write: Write | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
         self.metrics = metrics
         self.table = table
-        self._send_recommendation = send_recommendation
+        self._send_recommendations = send_recommendations
         self._dead_letters = DeadLetters(send_dead_letter, metrics.events_invalid)
-        self._executor = executor
         self._event_types = frozenset(settings.event_types)
         self.progress = progress or Progress()
         self._fetch = fetch
         self._fetch_executor = fetch_executor
-        self._marks: dict[int, int] = {}  # partition -> newest offset handled in order
-        self._persisted: dict[int, int] = {}  # partition -> the watermark last written to the table
+        self._write = write or self._assign
+        self._marks: dict[int, int] = {}  # partition -> newest offset handled in order (its watermark)
         self._applied = 0  # events applied so far (tells a re-read that found new events from one of replays)
-        self._ingested: dict[tuple[str, int], int] = {}  # newest offset ingested and not yet published, per partition
 
     def forget_partitions(self) -> None:
-        """Call when partitions are revoked: the next event of each re-reads the watermark from the table."""
+        """Call when partitions are revoked: the next batch of each re-reads its watermark from the table."""
         self._marks.clear()
-        self._persisted.clear()
 
-    async def ingest(self, source: Source, raw: bytes | None) -> list[Outcome]:
-        """Handle one event, after any events of its partition that the consumer skipped. Never raises.
+    # --- ingesting ---------------------------------------------------------------------------------------------
+    async def ingest(self, records: Sequence[Record]) -> Batch:
+        """Apply a batch of one partition's events, in offset order, after any the consumer skipped. Never raises.
 
-        The table holds, per partition, a watermark: the newest offset handled in order. An event beyond it
-        means the consumer skipped records (faust can do so around rebalances, counting them as done); they
-        are read again with ``fetch`` and handled first, in order.
-
-        Returns:
-            Per event handled: the user's update to publish; a :class:`DeadLetter`; or ``None`` for a replayed
-            event that a newer event of the same user (also being replayed) will publish.
+        Each user's value is read once and written once per batch; invalid events are dead-lettered. The table
+        holds, per partition, a watermark: the newest offset handled in order. An event beyond it means the
+        consumer skipped records (faust can do so around rebalances, counting them as done); they are read
+        again with ``fetch`` and applied first, in order.
         """
-        outcomes: list[Outcome] = []
-        if self.progress.offset((source.topic, source.partition)) is None:  # the consumer started here
-            self.progress.handled(source.topic, source.partition, source.offset - 1)
-        mark = self._mark(source.partition)
-        if mark is not None and source.offset > mark + 1 and self._fetch is not None:
-            outcomes.extend(await self._refetch(source, mark + 1))
-        outcomes.append(await self._ingest_one(source, raw))
-        if mark is None or source.offset > mark:
-            self._advance(source.partition, source.offset)
-        self._ingested[(source.topic, source.partition)] = source.offset
-        return outcomes
+        batch = Batch()
+        if not records:
+            return batch
+        first = records[0][0]
+        tp = (first.topic, first.partition)
+        if self.progress.offset(tp) is None:  # the consumer started here
+            self.progress.handled(first.topic, first.partition, first.offset - 1)
+        histories: dict[bytes, UserHistory] = {}
+        mark = self._mark(first.partition)
+        for source, raw in records:
+            if mark is not None and source.offset > mark + 1 and self._fetch is not None:
+                missing = await self._refetch(source, mark + 1)
+                applied_before = self._applied
+                for found, value in missing:
+                    await self._ingest_one(found, value, histories, batch)
+                self._report_refetch(source, mark + 1, self._applied - applied_before, len(missing))
+            await self._ingest_one(source, raw, histories, batch)
+            if mark is None or source.offset > mark:
+                mark = source.offset
+        values = {key: history.to_json() for key, history in histories.items()}  # replays re-send values too
+        if mark is not None:
+            self._marks[first.partition] = mark
+            values[watermark_key(first.partition)] = {"offset": mark}
+        await self._write(first.partition, values)  # one write per user per batch
+        batch.offsets[tp] = records[-1][0].offset
+        return batch
+
+    async def _assign(self, partition: int, values: Mapping[bytes, dict]) -> None:
+        for key, value in values.items():
+            self.table[key] = value
 
     def _mark(self, partition: int) -> int | None:
         if partition not in self._marks:
             persisted = watermark_of(self.table.get(watermark_key(partition)))
             if persisted is None:
                 return None
-            self._marks[partition] = self._persisted[partition] = persisted
+            self._marks[partition] = persisted
         return self._marks[partition]
 
-    def _advance(self, partition: int, offset: int) -> None:
-        self._marks[partition] = offset
-        if offset - self._persisted.get(partition, -WATERMARK_EVERY) >= WATERMARK_EVERY:
-            self.table[watermark_key(partition)] = {"offset": offset}
-            self._persisted[partition] = offset
-
-    async def _refetch(self, source: Source, start: int) -> list[Outcome]:
-        """Handle the records of ``source``'s partition from ``start`` up to it, read again from the broker."""
+    async def _refetch(self, source: Source, start: int) -> list[Record]:
+        """The records of ``source``'s partition from ``start`` up to it, read again from the broker."""
         assert self._fetch is not None
         loop = asyncio.get_running_loop()
         pause = 0.5
@@ -130,24 +160,18 @@ class Pipeline:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the broker is away: the partition waits, nothing is skipped
+                where = f"{source.topic}[{source.partition}] {start}..{source.offset - 1}"
                 logger.warning(
-                    "cannot read %s[%d] %d..%d again (%s: %s); retrying in %.1fs",
-                    source.topic,
-                    source.partition,
-                    start,
-                    source.offset - 1,
-                    exc.__class__.__name__,
-                    exc,
-                    pause,
+                    "cannot read %s again (%s: %s); retrying in %.1fs", where, type(exc).__name__, exc, pause
                 )
                 await asyncio.sleep(pause)
                 pause = min(5.0, pause * 2)
-        applied_before = self._applied
-        outcomes = [await self._ingest_one(found, raw) for found, raw in missing]
-        applied = self._applied - applied_before
+        return missing
+
+    def _report_refetch(self, source: Source, start: int, applied: int, read: int) -> None:
+        # Nothing newly applied: a replay (e.g. a crash between two watermark writes). Something: the consumer
+        # had skipped those events.
         self.metrics.events_refetched.inc(applied)
-        # Nothing new: the persisted watermark lags the commit a little (it is written every WATERMARK_EVERY
-        # events), so a new owner re-reads a few replays. Something new: the consumer had skipped them.
         logger.log(
             logging.WARNING if applied else logging.DEBUG,
             "%s[%d] offsets %d..%d read again: %d of %d events had not been applied (the consumer skipped them)",
@@ -156,77 +180,75 @@ class Pipeline:
             start,
             source.offset - 1,
             applied,
-            len(missing),
+            read,
         )
-        self._persisted.pop(source.partition, None)  # write the watermark with the next event
-        return outcomes
 
-    async def _ingest_one(self, source: Source, raw: bytes | None) -> Outcome:
+    async def _ingest_one(
+        self, source: Source, raw: bytes | None, histories: dict[bytes, UserHistory], batch: Batch
+    ) -> None:
         try:
-            parsed = parse_event(
-                raw, self._event_types, self.settings.max_event_bytes, key=source.key, require_key=True
-            )
+            event = parse_event(raw, self._event_types, self.settings.max_event_bytes, key=source.key, require_key=True)
         except InvalidEvent as exc:
-            return await self._dead_letters.send(source, raw, exc)
+            batch.dead_letters.append(await self._dead_letters.send(source, raw, exc))
+            return
         try:
-            return self._apply(source, parsed.user_id, parsed.item_id, parsed.event_type, parsed.ts, parsed.event_id)
+            self._apply(source, event, histories, batch)
         except Exception as exc:  # a bug or a store failure: dead-letter the event, never stall the partition
             logger.exception("failed on %s[%d]@%d", source.topic, source.partition, source.offset)
-            detail = f"{exc.__class__.__name__}: {exc}"
-            return await self._dead_letters.send(source, raw, InvalidEvent(INTERNAL_ERROR, detail))
+            error = InvalidEvent(INTERNAL_ERROR, f"{exc.__class__.__name__}: {exc}")
+            batch.dead_letters.append(await self._dead_letters.send(source, raw, error))
 
-    def _apply(
-        self, source: Source, user_id: str, item_id: str, event_type: str, event_ts: float, event_id: str | None
-    ) -> Update | None:
-        key = user_id.encode()
-        history = UserHistory.from_json(self.table.get(key))
-        updated = apply_event(history, item_id, source.offset, self.settings.max_len)
-        if updated is None:
-            # A replay (e.g. after a crash): the event is already in the sequence. Write the value again,
-            # because the store may hold writes that never reached the changelog; only the user's newest
-            # applied event publishes, since only for it is the current sequence the one as of the event.
-            self.table[key] = history.to_json()
-            if source.offset != history.offset:
-                return None
-        else:
-            self.table[key] = updated.to_json()
+    def _apply(self, source: Source, event: Event, histories: dict[bytes, UserHistory], batch: Batch) -> None:
+        key = source.key
+        assert key is not None  # parse_event required it
+        history = histories.get(key)
+        if history is None:
+            history = UserHistory.from_json(self.table.get(key))
+        updated = apply_event(history, event.item_id, source.offset, self.settings.max_len)
+        if updated is not None:
             history = updated
-            self.metrics.events.labels(event_type).inc()
             self._applied += 1
+            self.metrics.events.labels(event.event_type).inc()
+        elif source.offset != history.offset:
+            # An older replayed event: it is in the sequence already, and a newer event of the user (replayed
+            # too) publishes; its own list cannot be made any more, the sequence as of it is gone.
+            histories[key] = history
+            return
+        # Newly applied, or the replay of the user's newest applied event (its list is the current sequence).
+        histories[key] = history
         record_ts = source.timestamp if source.timestamp else time.time()
-        return Update(user_id, history.items, event_ts, record_ts, event_id)
+        batch.updates.pop(event.user_id, None)
+        batch.updates[event.user_id] = Update(event.user_id, history.items, event.ts, record_ts, event.event_id)
 
-    def _score(self, engine: Engine, sequences: Sequence[tuple[str, ...]]) -> list[list[ScoredItem]]:
+    # --- scoring and publishing ----------------------------------------------------------------------------------
+    def score(self, engine: Engine, updates: Sequence[Update]) -> list[list[ScoredItem]]:
+        """One model call for the batch (blocking: run it in a thread)."""
         started = time.perf_counter()
-        results = engine.recommend(sequences, self.settings.top_k)
+        results = engine.recommend([u.items for u in updates], self.settings.top_k)
         self.metrics.inference.observe(time.perf_counter() - started)
-        self.metrics.batch_size.observe(len(sequences))
+        self.metrics.batch_size.observe(len(updates))
         return results
 
-    async def publish_batch(self, outcomes: Sequence[Outcome]) -> int:
-        """Score the newest update of each user in one model call, publish one record per user, and wait
-        until the batch's dead letters are written (so an event is never acknowledged before its dead letter).
+    async def publish(self, batch: Batch, engine: Engine, results: Sequence[Sequence[ScoredItem]]) -> int:
+        """Send one record per user and wait until the batch's dead letters are on the broker.
 
         Returns:
             The number of recommendation records published.
         """
-        latest = latest_per_user(o for o in outcomes if isinstance(o, Update))
-        if latest:
-            engine = self.registry.current  # one model per batch, even if a swap happens meanwhile
-            loop = asyncio.get_running_loop()
-            results = await loop.run_in_executor(self._executor, self._score, engine, [u.items for u in latest])
-            for update, items in zip(latest, results):
-                produced = time.time()
-                value = recommendation(
-                    update.user_id, items, engine.version, update.event_ts, produced, update.event_id
-                )
-                await self._send_recommendation(update.user_id.encode(), value)
-                self.metrics.event_to_recommendation.observe(max(0.0, time.time() - update.record_ts))
-            self.metrics.recommendations.inc(len(latest))
-        for outcome in outcomes:
-            if isinstance(outcome, DeadLetter):
-                await self._dead_letters.confirm(outcome)
-        for (topic, partition), offset in self._ingested.items():  # done with: what lag and the watchdog see
+        observe = self.metrics.event_to_recommendation.observe
+        produced = time.time()
+        records = []
+        for update, items in zip(batch.updates.values(), results):
+            value = recommendation(update.user_id, items, engine.version, update.event_ts, produced, update.event_id)
+            records.append((update.user_id.encode(), value))
+            observe(max(0.0, produced - update.record_ts))
+        await self._send_recommendations(records)
+        self.metrics.recommendations.inc(len(records))
+        for letter in batch.dead_letters:
+            await self._dead_letters.confirm(letter)
+        return len(batch.updates)
+
+    def done(self, batch: Batch) -> None:
+        """Record the batch's offsets as done with (what lag and the watchdog see)."""
+        for (topic, partition), offset in batch.offsets.items():
             self.progress.handled(topic, partition, offset)
-        self._ingested.clear()
-        return len(latest)

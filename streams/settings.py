@@ -40,6 +40,9 @@ class Settings(BaseSettings):
     )
     max_batch: int = Field(256, ge=1, description="most events scored in one model call")
     max_wait: float = Field(0.01, gt=0, description="seconds to wait for a batch to fill")
+    batches_in_flight: int = Field(
+        2, ge=1, description="batches between ingestion and acknowledgement: while one is scored the next is ingested"
+    )
     producer_linger_ms: int = Field(5, ge=0, description="producer wait to fill a batch; fewer, larger requests")
     session_timeout: float = Field(
         6.0,

@@ -72,5 +72,8 @@ class Worker(faust.Worker):
         super()._schedule_shutdown(signal)
 
     def on_setup_root_logger(self, logger: logging.Logger, level: int) -> None:
+        # No terminal spinner: faust's sets the root logger to DEBUG to spin on every record, which makes
+        # every debug call of the Kafka client build a record on the hot path.
+        self.spinner = None
         super().on_setup_root_logger(logger, level)
         bound_repeats(logger)

@@ -41,6 +41,10 @@ class Sink:
         self.records = []
         self.fail = 0
 
+    async def many(self, records):
+        """The bulk form (recommendations): every record, then one delivery future."""
+        return [await self(key, value) for key, value in records]
+
     async def __call__(self, key, value):
         self.records.append((key, json.loads(value)))
         delivered = asyncio.get_running_loop().create_future()

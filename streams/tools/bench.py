@@ -6,8 +6,11 @@ import argparse
 import json
 import os
 import platform
+import sys
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +26,6 @@ from streams.tools.produce import produce
 from streams.tools.worker_process import WorkerProcess
 
 ENGINE_BATCHES = (1, 8, 64, 256, 1024)
-PIPELINE_MODES = (("per-event", 1), ("micro-batched", 256))
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -64,12 +66,11 @@ def bench_engine(version: Path, devices: list[str], threads: int = 0, seconds: f
 
 
 class _Collector:
-    """Reads recommendation records in a background thread until told the expected triggers."""
+    """Reads recommendation records in a background thread; tells when given events have been answered."""
 
     def __init__(self, bootstrap: str, topic: str) -> None:
         self.received: list[dict] = []
-        self._wanted: dict[str, str] = {}
-        self._have: dict[str, str] = {}
+        self._wanted: dict[str, str] = {}  # user -> the event whose answer is awaited
         self._lock = threading.Lock()
         self._done = threading.Event()
         self._bootstrap, self._topic = bootstrap, topic
@@ -77,91 +78,138 @@ class _Collector:
         self._thread.start()
 
     def _run(self) -> None:
-        for record in records(self._bootstrap, self._topic, True, timeout=900):
+        for record in records(self._bootstrap, self._topic, True, timeout=3600):
             with self._lock:
                 self.received.append(record)
-                self._have[record["user_id"]] = record["trigger_event_id"]
-                self._check()
-
-    def _check(self) -> None:
-        if self._wanted and all(self._have.get(u) == e for u, e in self._wanted.items()):
-            self._done.set()
-            self._wanted = {}
+                if self._wanted.get(record["user_id"]) == record["trigger_event_id"]:
+                    del self._wanted[record["user_id"]]
+                    if not self._wanted:
+                        self._done.set()
 
     def wait_for(self, events: list[dict], timeout: float) -> list[dict]:
-        """Block until each user's last event in ``events`` has been answered; return the new records."""
+        """Block until each user's last event in ``events`` has been answered; return the answers to ``events``."""
         ids = {e["event_id"] for e in events}
         with self._lock:
             self._done.clear()
             self._wanted = {e["user_id"]: e["event_id"] for e in events}
-            self._check()  # the answers may all be in already
+            for record in self.received:  # some may be in already
+                if self._wanted.get(record["user_id"]) == record["trigger_event_id"]:
+                    del self._wanted[record["user_id"]]
+            if not self._wanted:
+                self._done.set()
         if not self._done.wait(timeout):
             raise RuntimeError(f"not every event was answered within {timeout:.0f}s")
         with self._lock:
             return [r for r in self.received if r["trigger_event_id"] in ids]
 
 
+# The benchmark's no-op scorer, for the pipeline-ceiling row only: the same worker, whose engine returns a
+# constant list, so the Python/Kafka cost per event shows on its own. It is injected into that one worker
+# process here; nothing outside the benchmark can use it.
+NOOP_WORKER = """
+import sys
+from serving.engine import Engine, ScoredItem
+
+def recommend(self, sequences, k):
+    constant = [ScoredItem(item, 0.0, None) for item in self.artifact.item_ids[2 : 2 + k]]
+    return [constant for _ in sequences]
+
+Engine.recommend = recommend
+from streams.tools.cli import main
+sys.exit(main(["worker"]))
+"""
+
+
+@dataclass(frozen=True)
+class Mode:
+    """One way of running the worker in the benchmark."""
+
+    path: str
+    max_batch: int
+    noop: bool = False  # the no-op scorer: the pipeline ceiling
+
+
+def pipeline_modes(max_batch: int) -> list[Mode]:
+    """Per-event, micro-batched, and the micro-batched pipeline with the no-op scorer."""
+    return [
+        Mode("per-event", 1),
+        Mode("micro-batched", max_batch),
+        Mode("pipeline ceiling (no-op scorer)", max_batch, noop=True),
+    ]
+
+
+def bench_events(version: Path, users: int, n_events: int) -> list[dict]:
+    """About ``n_events`` simulated events over ``users`` users, with the model's own item ids, in time order."""
+    from streams.tools.simulate import simulate
+
+    catalog = load_artifact(version).item_ids[2:]
+    events, _ = simulate(users, len(catalog), max(2, -(-n_events // users)), 5)
+    for event in events:  # the model's own item ids, so no event is "unknown"
+        event["item_id"] = catalog[int(event["item_id"].lstrip("i")) % len(catalog)]
+    events.sort(key=lambda e: e["ts"])
+    return events
+
+
+Paced = Callable[[dict[str, float]], list[tuple[float, list[dict]]]]
+
+
 def bench_pipeline(
-    settings: Settings, version: Path, work: Path, n_events: int, rates: list[float], n_paced: int
+    settings: Settings, version: Path, work: Path, modes: list[Mode], backlog: list[dict], paced: Paced
 ) -> tuple[list[dict], list[dict]]:
-    """Each path on the same data: drain a backlog (max events/s), then latency at each offered load.
+    """Each mode on the same data: drain a backlog (sustained events/s), then latency at offered loads.
+
+    Args:
+        paced: from the events/s measured so far (by mode), the (rate, events) to offer a mode.
 
     Returns:
         (throughput rows, latency rows).
     """
-    from streams.tools.simulate import simulate
-
-    catalog = load_artifact(version).item_ids[2:]
-    events, _ = simulate(max(100, (n_events + n_paced * len(rates)) // 10), len(catalog), 10, 5)
-    for event in events:  # the model's own item ids, so no event is "unknown"
-        event["item_id"] = catalog[int(event["item_id"].lstrip("i")) % len(catalog)]
-    events.sort(key=lambda e: e["ts"])
-    backlog = events[:n_events]
-    paced = [events[n_events + i * n_paced : n_events + (i + 1) * n_paced] for i in range(len(rates))]
-    rows, latency_rows = [], []
-    for mode, max_batch in PIPELINE_MODES:
+    rows: list[dict] = []
+    latency_rows: list[dict] = []
+    measured: dict[str, float] = {}
+    for mode in modes:
         worker = WorkerProcess.isolated(
             settings.kafka_bootstrap,
             version,
             work,
-            prefix=f"bench-{mode}",
-            max_batch=max_batch,
+            prefix="bench",
+            max_batch=mode.max_batch,
             metrics_port=0,
             log_level="WARNING",
         )
+        if mode.noop:
+            worker.argv = [sys.executable, "-c", NOOP_WORKER]
         ensure_worker_topics(worker.settings)
-        events_topic, out_topic = worker.settings.events_topic, worker.settings.recommendations_topic
-        print(f"{mode}: producing a backlog of {len(backlog)} events, then starting the worker", flush=True)
-        produce(settings.kafka_bootstrap, events_topic, iter(backlog), progress=False)
-        collector = _Collector(settings.kafka_bootstrap, out_topic)
+        print(f"{mode.path}: producing a backlog of {len(backlog)} events, then starting the worker", flush=True)
+        produce(settings.kafka_bootstrap, worker.events, iter(backlog), progress=False)
+        collector = _Collector(settings.kafka_bootstrap, worker.recommendations)
         worker.start(create_topics=False)
         try:
-            drained = collector.wait_for(backlog, timeout=900)
+            drained = collector.wait_for(backlog, timeout=1800)
             produced = [r["produced_ts"] for r in drained]
-            drain_s = max(produced) - min(produced)
+            measured[mode.path] = len(backlog) / (max(produced) - min(produced))
             rows.append(
                 {
-                    "path": mode,
-                    "max_batch": max_batch,
+                    "path": mode.path,
+                    "max_batch": mode.max_batch,
                     "events": len(backlog),
                     "records": len(drained),
-                    "drain_s": drain_s,
-                    "events_per_s": len(backlog) / drain_s,
+                    "events_per_s": measured[mode.path],
                 }
             )
-            for rate, chunk in zip(rates, paced):
-                print(f"{mode}: {len(chunk)} events offered at {rate:.0f}/s", flush=True)
-                produce(settings.kafka_bootstrap, events_topic, iter(chunk), rate=rate, progress=False)
-                answered = collector.wait_for(chunk, timeout=300)
-                latencies = [r["produced_ts"] - r["event_ts"] for r in answered]
+            for rate, chunk in [] if mode.noop else paced(measured):
+                print(f"{mode.path}: {len(chunk)} events offered at {rate:,.0f}/s", flush=True)
+                produce(settings.kafka_bootstrap, worker.events, iter(chunk), rate=rate, progress=False)
+                latencies = [r["produced_ts"] - r["event_ts"] for r in collector.wait_for(chunk, timeout=900)]
                 latency_rows.append(
                     {
-                        "path": mode,
+                        "path": mode.path,
                         "rate": rate,
-                        "records": len(answered),
+                        "events": len(chunk),
                         "p50_ms": _pct(latencies, 50) * 1000,
                         "p95_ms": _pct(latencies, 95) * 1000,
                         "p99_ms": _pct(latencies, 99) * 1000,
+                        "max_ms": max(latencies) * 1000,
                     }
                 )
         finally:
@@ -177,6 +225,22 @@ def _table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     return "\n".join(lines)
 
 
+def _offered(
+    rates: list[str], seconds: float, fresh: list[dict], measured: dict[str, float]
+) -> list[tuple[float, list[dict]]]:
+    """The (rate, events) to offer a mode: ``half`` is half the micro-batched events/s measured in this run
+    (so it is offered to the micro-batched path, measured before the latencies, and not to the per-event path)."""
+    out, start = [], 0
+    for rate_text in rates:
+        rate = 0.5 * measured.get("micro-batched", 0.0) if rate_text == "half" else float(rate_text)
+        if rate <= 0:
+            continue
+        count = max(100, int(rate * seconds))
+        out.append((rate, fresh[start : start + count]))
+        start += count
+    return out
+
+
 def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     """Print the benchmark tables (and write them as JSON with --json)."""
     work: Path = args.workdir
@@ -190,8 +254,8 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
         f"\nmodel {manifest['model_version']}: {manifest['n_items']} items, dim {manifest['dim']}, "
         f"max_len {manifest['max_len']}; machine: {machine}"
     )
-    devices = ["cpu"] + (["cuda"] if cuda_available() else [])
-    engine_rows = bench_engine(version, devices, settings.ort_threads)
+    devices = {"auto": ["cpu"] + (["cuda"] if cuda_available() else []), "cpu": ["cpu"], "cuda": ["cuda"]}
+    engine_rows = bench_engine(version, devices[args.device], settings.ort_threads)
     print("\nengine only (one onnxruntime call per batch)")
     print(
         _table(
@@ -208,11 +272,24 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
     result = {"model": manifest["model_version"], "machine": machine, "engine": engine_rows}
     if not args.engine_only:
         ensure_kafka(settings.kafka_bootstrap)
-        rates = [float(r) for r in args.rates.split(",")]
-        rows, latency_rows = bench_pipeline(settings, version, work, args.events, rates, args.paced_events)
+        rates = [r.strip() for r in args.rates.split(",") if r.strip()]
+        budget = sum(float(r) for r in rates if r != "half") + 20_000 * rates.count("half")
+        events = bench_events(version, args.users, args.events + int(budget * args.paced_seconds) + 1000)
+        backlog, fresh = events[: args.events], events[args.events :]
+        modes = pipeline_modes(settings.max_batch)
+        if args.skip_ceiling:
+            modes = modes[:2]
+        rows, latency_rows = bench_pipeline(
+            settings,
+            version,
+            work,
+            modes,
+            backlog,
+            lambda measured: _offered(rates, args.paced_seconds, fresh, measured),
+        )
         print(
             f"\npipeline against Kafka at {settings.kafka_bootstrap}: sustained events/s, draining the same "
-            f"backlog of {args.events} events"
+            f"backlog of {args.events} events over {args.users} users"
         )
         print(
             _table(
@@ -225,7 +302,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
                 ],
             )
         )
-        print(f"\nlatency from the event's ts to the publish, {args.paced_events} events at each offered rate")
+        print(f"\nlatency from the event's ts to the publish, {args.paced_seconds:.0f} s at each offered rate")
         print(
             _table(
                 latency_rows,
@@ -235,10 +312,11 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
                     ("p50_ms", "p50 ms", ",.1f"),
                     ("p95_ms", "p95 ms", ",.1f"),
                     ("p99_ms", "p99 ms", ",.1f"),
+                    ("max_ms", "max ms", ",.1f"),
                 ],
             )
         )
-        if len(rows) == 2:
+        if len(rows) >= 2:
             print(f"\nmicro-batched / per-event throughput: {rows[1]['events_per_s'] / rows[0]['events_per_s']:.1f}x")
         result["pipeline"] = rows
         result["latency"] = latency_rows

@@ -62,12 +62,20 @@ def _parser() -> argparse.ArgumentParser:
         "path", type=Path, nargs="?", default=None, help="version folder or model root (default: STREAMREC_MODEL_DIR)"
     )
 
-    bench = sub.add_parser("bench", help="throughput and latency: per-event vs micro-batched, and engine-only")
-    bench.add_argument("--events", type=int, default=10000, help="backlog drained to measure events/s")
-    bench.add_argument(
-        "--rates", default="250,1500", help="offered events/s for the latency measurements, comma-separated"
+    bench = sub.add_parser(
+        "bench", help="throughput and latency: per-event, micro-batched and the pipeline ceiling; engine-only"
     )
-    bench.add_argument("--paced-events", type=int, default=2000, help="events sent at each rate")
+    bench.add_argument("--events", type=int, default=20000, help="backlog drained to measure events/s")
+    bench.add_argument("--users", type=int, default=5000, help="distinct users the events are spread over")
+    bench.add_argument(
+        "--rates",
+        default="250,half",
+        help="offered events/s for the latency measurements, comma-separated; 'half' = half the micro-batched "
+        "events/s measured in the same run (offered to the micro-batched path only)",
+    )
+    bench.add_argument("--paced-seconds", type=float, default=20.0, help="seconds each rate is offered")
+    bench.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="engine table devices")
+    bench.add_argument("--skip-ceiling", action="store_true", help="leave out the no-op-scorer pipeline row")
     bench.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     bench.add_argument("--workdir", type=Path, default=Path("var/bench"))
     bench.add_argument("--engine-only", action="store_true")

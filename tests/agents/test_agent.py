@@ -21,14 +21,14 @@ def harness():
     engine = FakeEngine([f"i{n}" for n in range(10)])
     sent = {"recs": [], "dlq": []}
 
-    async def send_rec(key, value):
-        sent["recs"].append((key, json.loads(value)))
+    async def send_recs(records):
+        sent["recs"].extend((key, json.loads(value)) for key, value in records)
 
     async def send_dlq(key, value):
         sent["dlq"].append((key, json.loads(value)))
 
     metrics = Metrics.create(CollectorRegistry())
-    app, pipeline = build_app(settings, FakeRegistry(engine), metrics, sinks=(send_rec, send_dlq))
+    app, pipeline = build_app(settings, FakeRegistry(engine), metrics, sinks=(send_recs, send_dlq))
     app.finalize()
     app.conf.store = "memory://"
     app.flow_control.resume()

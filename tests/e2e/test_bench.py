@@ -22,10 +22,12 @@ def test_bench_reports_engine_pipeline_and_latency_tables(kafka, model_root, tmp
             "bench",
             "--events",
             "400",
-            "--paced-events",
+            "--users",
             "100",
+            "--paced-seconds",
+            "1",
             "--rates",
-            "100,400",
+            "100,half",
             "--json",
             str(out),
             "--workdir",
@@ -43,15 +45,21 @@ def test_bench_reports_engine_pipeline_and_latency_tables(kafka, model_root, tmp
         ("cpu", b) for b in (1, 8, 64, 256, 1024)
     ]
     assert all(row["users_per_s"] > 0 for row in report["engine"])
-    assert [row["path"] for row in report["pipeline"]] == ["per-event", "micro-batched"]
-    per_event, batched = report["pipeline"]
+    assert [row["path"] for row in report["pipeline"]] == [
+        "per-event",
+        "micro-batched",
+        "pipeline ceiling (no-op scorer)",
+    ]
+    per_event, batched, ceiling = report["pipeline"]
     assert per_event["records"] == 400  # batch of 1: one record per event
     assert 0 < batched["records"] <= 400  # a user with several events in a batch is scored once
+    assert 0 < ceiling["records"] <= 400 and ceiling["events_per_s"] > 0
+    half = batched["events_per_s"] / 2
+    # 'half' is half the micro-batched capacity: offered to that path only (it would swamp the per-event one)
     assert [(row["path"], row["rate"]) for row in report["latency"]] == [
         ("per-event", 100.0),
-        ("per-event", 400.0),
         ("micro-batched", 100.0),
-        ("micro-batched", 400.0),
+        ("micro-batched", half),
     ]
-    assert all(0 < row["p50_ms"] <= row["p99_ms"] for row in report["latency"])
+    assert all(0 < row["p50_ms"] <= row["p99_ms"] <= row["max_ms"] for row in report["latency"])
     assert "micro-batched / per-event throughput" in result.stdout

@@ -19,19 +19,19 @@ FAULTY_WORKER = """
 import asyncio, sys
 from streams import pipeline
 
-async def hang(self, outcomes):
+async def hang(self, batch, engine, results):
     await asyncio.Event().wait()
 
-async def boom(self, outcomes):
+async def boom(self, batch, engine, results):
     raise RuntimeError("injected failure")
 
-pipeline.Pipeline.publish_batch = {"hang": hang, "raise": boom}[sys.argv[1]]
+pipeline.Pipeline.publish = {"hang": hang, "raise": boom}[sys.argv[1]]
 from streams.tools.cli import main
 sys.exit(main(["worker"]))
 """
 
 
-@pytest.mark.parametrize("fault, cause", [("hang", "stalled: no progress"), ("raise", "the recommend agent failed")])
+@pytest.mark.parametrize("fault, cause", [("hang", "stalled: no progress"), ("raise", "publishing a batch failed")])
 def test_a_stuck_or_dead_agent_ends_the_process_with_the_cause(kafka, model_root, tmp_path, fault, cause):
     worker = WorkerProcess.isolated(kafka, model_root, tmp_path, stall_timeout=4)
     worker.argv = [sys.executable, "-c", FAULTY_WORKER, fault]

@@ -3,7 +3,6 @@
 import asyncio
 import json
 import random
-from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 
 from prometheus_client import CollectorRegistry
@@ -48,14 +47,17 @@ def test_the_trainer_keeps_what_the_worker_applies(tmp_path):
         FakeRegistry(FakeEngine(items)),
         Metrics.create(CollectorRegistry()),
         table,
+        Sink().many,
         Sink(),
-        Sink(),
-        ThreadPoolExecutor(1),
     )
 
-    async def replay():  # keyed as `streamrec produce` keys a file's events: by their user_id
-        for offset, value in enumerate(value for _, value in lines if value.strip()):
-            await pipeline.ingest(Source("events", 0, offset, _producer_key(value), None), value)
+    async def replay():  # keyed as `streamrec produce` keys a file's events: by their user_id, in batches
+        records = [
+            (Source("events", 0, offset, _producer_key(value), None), value)
+            for offset, value in enumerate(value for _, value in lines if value.strip())
+        ]
+        for start in range(0, len(records), 16):
+            await pipeline.ingest(records[start : start + 16])
 
     asyncio.run(replay())
     worker = {key.decode(): tuple(value["items"]) for key, value in table.items() if not is_watermark_key(key)}

@@ -38,12 +38,12 @@ class Soak:
             f"({first_full[0]:.0f} s) {first_full[1]:.0f} MiB, end {self.samples[-1][1]:.0f} MiB, "
             f"max {max(s[1] for s in self.samples):.0f} MiB"
         ]
-        if len(after) >= 2:
-            span = (after[-1][0] - after[0][0]) / 60
-            lines.append(
-                f"  after every user was seen: {(after[-1][1] - after[0][1]) / max(span, 1e-9):+.2f} MiB/min "
-                f"over {span:.1f} min"
-            )
+        last_third = self.samples[-max(2, len(self.samples) // 3) :]
+        for label, part in (("after every user was seen", after), ("over the last third", last_third)):
+            if len(part) >= 2:
+                span = (part[-1][0] - part[0][0]) / 60
+                slope = (part[-1][1] - part[0][1]) / max(span, 1e-9)
+                lines.append(f"  {label}: {slope:+.2f} MiB/min over {span:.1f} min")
         lines.append("  every user's last event answered: " + ("yes" if self.answered_all else "NO"))
         return "\n".join(lines)
 

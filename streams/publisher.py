@@ -1,0 +1,91 @@
+"""The stage after ingestion: score in a thread while the next batch is ingested; publish and acknowledge in order."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from concurrent.futures import Executor
+
+from serving.engine import Engine
+from serving.registry import ModelRegistry
+from streams.pipeline import Batch, Pipeline
+
+Fatal = Callable[[str, BaseException], None]
+
+
+class Publisher:
+    """Keeps up to ``in_flight`` ingested batches moving: scoring, publishing, then acknowledging.
+
+    A batch is scored by one model call in ``executor`` as soon as it is submitted, so the event loop ingests
+    the next batch meanwhile. Batches are published and acknowledged in the order they were submitted, and a
+    batch is acknowledged (its offsets may then be committed) only after its recommendations and dead letters
+    are with the producer and ``drain`` has returned. :meth:`submit` waits while ``in_flight`` batches are
+    on their way (backpressure: memory stays bounded, and the consumer's buffer fills the next batch).
+
+    Args:
+        fatal: called when publishing fails (the worker exits rather than stop silently).
+        drain: awaited after a batch is published, before it is acknowledged.
+    """
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        registry: ModelRegistry,
+        executor: Executor,
+        fatal: Fatal,
+        in_flight: int = 2,
+        drain: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._pipeline = pipeline
+        self._registry = registry
+        self._executor = executor
+        self._fatal = fatal
+        self._drain = drain
+        self._slots = asyncio.Semaphore(in_flight)
+        self._queue: asyncio.Queue[tuple[Batch, Engine, asyncio.Future, Callable[[], None]]] = asyncio.Queue()
+        self._task: asyncio.Task | None = None
+
+    @property
+    def busy(self) -> bool:
+        """True while a batch is on its way."""
+        return self._slots.locked() or not self._queue.empty()
+
+    async def submit(self, batch: Batch, ack: Callable[[], None]) -> None:
+        """Start scoring ``batch`` and queue it for publishing; ``ack`` acknowledges its events."""
+        await self._slots.acquire()
+        loop = asyncio.get_running_loop()
+        engine = self._registry.current  # one model per batch, even if a swap happens meanwhile
+        updates = list(batch.updates.values())
+        if updates:
+            scored = loop.run_in_executor(self._executor, self._pipeline.score, engine, updates)
+        else:
+            scored = loop.create_future()
+            scored.set_result([])
+        self._queue.put_nowait((batch, engine, scored, ack))
+        if self._task is None:
+            self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        while True:
+            batch, engine, scored, ack = await self._queue.get()
+            try:
+                results = await scored
+                await self._pipeline.publish(batch, engine, results)
+                if self._drain is not None:
+                    await self._drain()
+                ack()
+                self._pipeline.done(batch)
+            except asyncio.CancelledError:
+                raise
+            except BaseException as exc:  # nothing may end this task silently: the agent would hang
+                self._fatal("publishing a batch failed", exc)
+                raise
+            finally:
+                self._slots.release()
+
+    async def close(self) -> None:
+        """Stop publishing (on shutdown or a rebalance; unacknowledged events are replayed by their next owner)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
