@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import weakref
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import faust
 from faust import streams as faust_streams
 from faust.types import EventT
 
+from streams.batcher import Batcher
 from streams.pipeline import Batch, Pipeline
 from streams.publisher import Publisher
 from streams.source import Source
@@ -52,36 +53,50 @@ def acknowledge(events: Sequence[EventT]) -> Callable[[], None]:
     return ack
 
 
+async def _events(stream: faust.Stream) -> AsyncIterator[EventT]:
+    """The stream's events (faust's ``events()`` without its extra generator hop per event)."""
+    async for _ in stream:
+        event = stream.current_event
+        if event is not None:
+            yield event
+
+
 def recommend_agent(
     pipeline: Pipeline,
-    make_publisher: Callable[[], Publisher],
-    max_batch: int,
-    max_wait: float,
+    make_publisher: Callable[[Batcher], Publisher],
+    make_batcher: Callable[[], Batcher],
     fatal: Fatal,
 ) -> Callable[[faust.Stream], object]:
-    """The agent function: take up to ``max_batch`` events (waiting at most ``max_wait`` s for company),
-    ingest them on the event loop, and hand the batch to a :class:`Publisher` that scores, publishes and then
-    acknowledges it. Events are not acknowledged before that (faust's ``noack_take``).
+    """The agent function: read events into a :class:`Batcher`; whenever the :class:`Publisher` has room,
+    ingest every waiting event as a batch on the event loop and hand it over. The publisher scores,
+    publishes and only then acknowledges the batch (events are read without acknowledgement, ``noack``).
 
-    Nothing may escape: under faust's take the exception would vanish and the agent hang while the process
-    lives on. ``fatal`` is called instead (the worker exits non-zero).
+    Nothing may escape: under faust the exception would vanish and the agent hang while the process lives
+    on. ``fatal`` is called instead (the worker exits non-zero).
     """
 
     async def recommend(stream: faust.Stream) -> None:
-        publisher = make_publisher()
+        batcher = make_batcher()
+        publisher = make_publisher(batcher)
+        reader = asyncio.ensure_future(batcher.read(_events(stream.noack())))
         try:
-            async for events in stream.noack_take(max_batch, within=max_wait):
+            while True:
+                await publisher.reserve()
+                events = await batcher.next_batch()  # everything that waited meanwhile, up to the cap
+                if not events:
+                    return  # the stream ended: the worker is stopping
                 batch = Batch()
                 for group in by_partition(events):
                     with event_context(group[0]):
                         batch.merge(await pipeline.ingest([(source_of(e), e.value) for e in group]))
-                await publisher.submit(batch, acknowledge(events))
+                publisher.submit(batch, acknowledge(events))
         except asyncio.CancelledError:
             raise
         except BaseException as exc:
             fatal("the recommend agent failed", exc)
             raise
         finally:
+            reader.cancel()
             await publisher.close()
 
     return recommend

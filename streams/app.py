@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import itertools
 import logging
 from collections.abc import Callable, Mapping
@@ -14,7 +15,9 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from serving.registry import ModelRegistry, engine_loader
 from streams.agent import recommend_agent
+from streams.batcher import Batcher
 from streams.bulk_send import BulkSender
+from streams.consumer import Consumer
 from streams.dead_letters import Send
 from streams.kafka_admin import ensure_topics, kafka_answers
 from streams.kafka_reader import fetch_range
@@ -91,6 +94,7 @@ def build_app(
         broker_commit_interval=settings.commit_interval,
         consumer_group_instance_id=settings.instance_id,
     )
+    app.transport.Consumer = Consumer  # see streams/consumer.py: no 1 s fetch pause when stream buffers are full
     events = app.topic(settings.events_topic, partitions=settings.partitions)
     dlq = app.topic(settings.dlq_topic)
     table = app.Table(
@@ -131,20 +135,27 @@ def build_app(
 
     model_watch = ModelWatch(registry, metrics, loader)
 
-    def make_publisher() -> Publisher:
-        # drain: every table write of a batch is with the Kafka client before faust acknowledges the batch
-        return Publisher(pipeline, registry, executor, fatal, settings.batches_in_flight, drain)
+    def make_batcher() -> Batcher:
+        return Batcher(settings.max_batch, settings.latency_budget_ms / 1000)
 
-    app.agent(events, name="recommend")(
-        recommend_agent(pipeline, make_publisher, settings.max_batch, settings.max_wait, fatal)
-    )
+    def make_publisher(batcher: Batcher) -> Publisher:
+        # drain: every table write of a batch is with the Kafka client before faust acknowledges the batch
+        return Publisher(pipeline, registry, executor, fatal, settings.batches_in_flight, drain, batcher.observe)
+
+    app.agent(events, name="recommend")(recommend_agent(pipeline, make_publisher, make_batcher, fatal))
 
     lag = LagTracker(settings.events_topic, pipeline.progress, metrics.consumer_lag)
     ticks = itertools.count()
     count_every = 1 if settings.store.startswith("memory") else USERS_COUNT_SECONDS // HOUSEKEEPING_SECONDS
 
     async def housekeeping() -> None:
-        if next(ticks) % count_every == 0:  # counting a RocksDB table walks its keys: not every tick
+        tick = next(ticks)
+        if tick == 1:
+            # Everything built at start-up (modules, the model, faust's services) lives as long as the process:
+            # out of the collector's sight, its full collections take a few ms instead of ~80 ms, which
+            # otherwise stall every thread at once, and with them a batch's latency, every few seconds.
+            gc.freeze()
+        if tick % count_every == 0:  # counting a RocksDB table walks its keys: not every tick
             metrics.users_tracked.set(count_users(table, settings.partitions))
         health = await lag.update(app.consumer)
         if watchdog is not None:
@@ -198,7 +209,7 @@ def run_worker(settings: Settings) -> int:
         watchdog.watch(lambda reason: exit_now(EXIT_FAILED, f"stalled: {reason}"))
     app, _ = build_app(settings, registry, metrics, watchdog=watchdog)
     logger.info(
-        "worker %s: %s -> %s (dead letters: %s), model %s on %s, batches of <= %d within %.3fs",
+        "worker %s: %s -> %s (dead letters: %s), model %s on %s, batches of <= %d, latency budget %.0f ms",
         settings.app_id,
         settings.events_topic,
         settings.recommendations_topic,
@@ -206,7 +217,7 @@ def run_worker(settings: Settings) -> int:
         registry.current.version,
         registry.current.device,
         settings.max_batch,
-        settings.max_wait,
+        settings.latency_budget_ms,
     )
     worker = Worker(
         app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False, shutdown_timeout=settings.shutdown_timeout

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Awaitable, Callable
 from concurrent.futures import Executor
 
@@ -19,12 +20,14 @@ class Publisher:
     A batch is scored by one model call in ``executor`` as soon as it is submitted, so the event loop ingests
     the next batch meanwhile. Batches are published and acknowledged in the order they were submitted, and a
     batch is acknowledged (its offsets may then be committed) only after its recommendations and dead letters
-    are with the producer and ``drain`` has returned. :meth:`submit` waits while ``in_flight`` batches are
-    on their way (backpressure: memory stays bounded, and the consumer's buffer fills the next batch).
+    are with the producer and ``drain`` has returned. No more than ``in_flight`` batches are
+    on their way; :meth:`reserve` waits for room (backpressure: memory stays bounded, and meanwhile the
+    next batch fills).
 
     Args:
         fatal: called when publishing fails (the worker exits rather than stop silently).
         drain: awaited after a batch is published, before it is acknowledged.
+        on_scored: told (users, seconds) after each model call.
     """
 
     def __init__(
@@ -35,35 +38,61 @@ class Publisher:
         fatal: Fatal,
         in_flight: int = 2,
         drain: Callable[[], Awaitable[None]] | None = None,
+        on_scored: Callable[[int, float], None] | None = None,
     ) -> None:
         self._pipeline = pipeline
         self._registry = registry
         self._executor = executor
         self._fatal = fatal
         self._drain = drain
+        self._on_scored = on_scored
         self._slots = asyncio.Semaphore(in_flight)
         self._queue: asyncio.Queue[tuple[Batch, Engine, asyncio.Future, Callable[[], None]]] = asyncio.Queue()
         self._task: asyncio.Task | None = None
+        self._scoring = 0  # batches submitted and not yet scored
+        self._model_idle: asyncio.Event | None = None
 
-    @property
-    def busy(self) -> bool:
-        """True while a batch is on its way."""
-        return self._slots.locked() or not self._queue.empty()
+    async def reserve(self) -> None:
+        """Wait until the model is idle and fewer than ``in_flight`` batches are on their way; then :meth:`submit`.
 
-    async def submit(self, batch: Batch, ack: Callable[[], None]) -> None:
-        """Start scoring ``batch`` and queue it for publishing; ``ack`` acknowledges its events."""
+        Waiting for the model lets the next batch gather every event that arrives while the current one is
+        scored; when the model is idle a batch goes at once, however small.
+        """
         await self._slots.acquire()
+        if self._model_idle is None:
+            self._model_idle = asyncio.Event()
+            self._model_idle.set()
+        await self._model_idle.wait()
+
+    def submit(self, batch: Batch, ack: Callable[[], None]) -> None:
+        """Start scoring ``batch`` (after :meth:`reserve`) and queue it for publishing; ``ack`` acknowledges it."""
         loop = asyncio.get_running_loop()
         engine = self._registry.current  # one model per batch, even if a swap happens meanwhile
         updates = list(batch.updates.values())
         if updates:
-            scored = loop.run_in_executor(self._executor, self._pipeline.score, engine, updates)
+            scored = loop.run_in_executor(self._executor, self._score, engine, updates)
+            self._scoring += 1
+            if self._model_idle is not None:
+                self._model_idle.clear()
+            scored.add_done_callback(self._scored)
         else:
             scored = loop.create_future()
             scored.set_result([])
         self._queue.put_nowait((batch, engine, scored, ack))
         if self._task is None:
             self._task = asyncio.ensure_future(self._run())
+
+    def _scored(self, _: asyncio.Future) -> None:
+        self._scoring -= 1
+        if self._scoring == 0 and self._model_idle is not None:
+            self._model_idle.set()
+
+    def _score(self, engine: Engine, updates: list) -> list:
+        started = time.perf_counter()
+        results = self._pipeline.score(engine, updates)
+        if self._on_scored is not None:
+            self._on_scored(len(updates), time.perf_counter() - started)
+        return results
 
     async def _run(self) -> None:
         while True:

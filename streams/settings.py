@@ -39,7 +39,12 @@ class Settings(BaseSettings):
         DEFAULT_MAX_EVENT_BYTES, ge=64, description="larger payloads go to the dead-letter topic"
     )
     max_batch: int = Field(256, ge=1, description="most events scored in one model call")
-    max_wait: float = Field(0.01, gt=0, description="seconds to wait for a batch to fill")
+    latency_budget_ms: float = Field(
+        50.0,
+        gt=0,
+        description="target event-to-recommendation latency: a model "
+        "call is kept within half of it by capping the batch",
+    )
     batches_in_flight: int = Field(
         2, ge=1, description="batches between ingestion and acknowledgement: while one is scored the next is ingested"
     )

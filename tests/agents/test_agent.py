@@ -15,9 +15,7 @@ from tests.fakes import FakeEngine, FakeRegistry, event
 
 @pytest.fixture()
 def harness():
-    settings = Settings(
-        app_id="agent-test", max_batch=8, max_wait=0.05, top_k=3, max_len=4, metrics_port=0, model_poll_seconds=0
-    )
+    settings = Settings(app_id="agent-test", max_batch=8, top_k=3, max_len=4, metrics_port=0, model_poll_seconds=0)
     engine = FakeEngine([f"i{n}" for n in range(10)])
     sent = {"recs": [], "dlq": []}
 
@@ -28,7 +26,15 @@ def harness():
         sent["dlq"].append((key, json.loads(value)))
 
     metrics = Metrics.create(CollectorRegistry())
-    app, pipeline = build_app(settings, FakeRegistry(engine), metrics, sinks=(send_recs, send_dlq))
+    failures = []
+    app, pipeline = build_app(
+        settings,
+        FakeRegistry(engine),
+        metrics,
+        sinks=(send_recs, send_dlq),
+        on_fatal=lambda reason, exc: failures.append((reason, exc)),
+    )
+    sent["failures"] = failures
     app.finalize()
     app.conf.store = "memory://"
     app.flow_control.resume()
@@ -83,3 +89,4 @@ def test_agent_updates_table_batches_and_publishes(harness):
     assert key == b"u3" and dead["reason"] == "not_json" and dead["source"]["offset"] == 4
     assert metrics.events_invalid.labels("not_json")._value.get() == 1
     assert metrics.events.labels("click")._value.get() == 5
+    assert sent["failures"] == [], "the agent neither failed nor stopped on its own"

@@ -1,0 +1,66 @@
+"""Adaptive batching: no waiting for company, batches grow while the pipeline is busy, capped by the budget."""
+
+import asyncio
+
+from streams.batcher import Batcher
+
+
+async def _source(items, gate=None):
+    for item in items:
+        if gate is not None:
+            await gate.wait()
+        yield item
+
+
+def test_a_lone_event_goes_at_once_and_waiting_events_go_together():
+    async def scenario():
+        batcher = Batcher(max_batch=100, budget_s=1.0)
+        gate = asyncio.Event()
+        reader = asyncio.ensure_future(batcher.read(_source(range(5), gate)))
+        gate.set()
+        await asyncio.sleep(0.01)  # five events arrived while the pipeline was busy
+        assert await batcher.next_batch() == [0, 1, 2, 3, 4]
+        gate.clear()
+        reader.cancel()
+        lone = Batcher(max_batch=100, budget_s=1.0)
+        reader = asyncio.ensure_future(lone.read(_source(["only"])))
+        assert await asyncio.wait_for(lone.next_batch(), 1) == ["only"]  # no waiting for company
+        await reader
+        assert await lone.next_batch() == []  # the stream ended
+
+    asyncio.run(scenario())
+
+
+def test_the_cap_keeps_a_model_call_within_half_the_budget():
+    batcher = Batcher(max_batch=256, budget_s=0.05)
+    assert batcher.cap == 256  # nothing measured yet
+    batcher.observe(100, 0.01)  # 0.1 ms a user: 256 users take 25.6 ms, within 25 ms? no
+    assert batcher.cap == 250
+    batcher.observe(10, 0.01)  # the model got slower (1 ms a user, smoothed)
+    assert 1 <= batcher.cap < 250
+
+
+def test_reading_pauses_when_the_buffer_is_full_and_a_failure_surfaces():
+    async def failing():
+        yield 1
+        raise RuntimeError("consumer broke")
+
+    async def scenario():
+        batcher = Batcher(max_batch=2, budget_s=1.0, capacity=3)
+        reader = asyncio.ensure_future(batcher.read(_source(range(10))))
+        await asyncio.sleep(0.01)
+        assert len(batcher._items) == 3 and not reader.done()  # backpressure
+        assert await batcher.next_batch() == [0, 1]
+        reader.cancel()
+        broken = Batcher(max_batch=2, budget_s=1.0)
+        task = asyncio.ensure_future(broken.read(failing()))
+        assert await broken.next_batch() == [1]
+        try:
+            await broken.next_batch()
+        except RuntimeError as exc:
+            assert "consumer broke" in str(exc)
+        else:
+            raise AssertionError("the failure must reach the agent")
+        assert task.done()
+
+    asyncio.run(scenario())
