@@ -29,18 +29,75 @@ def engine_loader(device: str, max_batch: int, threads: int, exclude_seen: bool)
     return load
 
 
-class ModelRegistry:
-    """Holds the engine being served; :meth:`poll` switches to a newer valid version.
+SHADOW_DIR = "shadow"  # a model root's folder of candidate versions, scored beside the live one, never published
 
-    Readers take ``registry.current`` once per batch, so a batch is scored by exactly one model;
-    the swap is a single reference assignment, done only after the new engine is loaded and warm.
+
+class ModelRegistry:
+    """Holds the engine being served, and the shadow candidate if there is one; :meth:`poll` follows both.
+
+    Readers take ``registry.current`` (and ``registry.shadow``) once per batch, so a batch is scored by exactly
+    one model; a swap is a single reference assignment, done only after the new engine is loaded and warm.
+
+    Args:
+        shadow: the shadow model (a version folder or a root of versions); default: ``<model_dir>/shadow/`` when
+            ``model_dir`` is a model root.
     """
 
-    def __init__(self, model_dir: Path | str, load: Callable[[Path], Engine]) -> None:
+    def __init__(self, model_dir: Path | str, load: Callable[[Path], Engine], shadow: Path | str | None = None) -> None:
         self._model_dir = Path(model_dir)
         self._load = load
         self._rejected: set[Path] = set()
         self.current: Engine = load(resolve_version(self._model_dir))
+        self._shadow_dir = Path(shadow) if shadow is not None else None
+        if (
+            self._shadow_dir is not None
+            and not list_versions(self._shadow_dir)
+            and not (self._shadow_dir / MANIFEST).is_file()
+        ):
+            raise ArtifactError(
+                f"STREAMREC_SHADOW_MODEL={self._shadow_dir} holds no model version: point it at a version folder "
+                "or a folder of versions, or unset it"
+            )
+        self.shadow: Engine | None = None
+        self.poll_shadow()
+
+    @property
+    def shadow_source(self) -> Path | None:
+        """Where the shadow comes from: the setting, else the model root's ``shadow/`` folder."""
+        if self._shadow_dir is not None:
+            return self._shadow_dir
+        return self._model_dir / SHADOW_DIR if self.follows_root else None
+
+    def poll_shadow(self) -> str:
+        """Load the shadow source's newest version if it is not the shadow already; drop the shadow when the
+        source is empty (blocking: run in a thread). Returns SWAPPED, REJECTED or UNCHANGED."""
+        source = self.shadow_source
+        if source is None:
+            return UNCHANGED
+        if (source / MANIFEST).is_file():
+            newest: Path | None = source
+        else:
+            versions = list_versions(source)
+            newest = versions[-1] if versions else None
+        if newest is None:
+            if self.shadow is not None:
+                logger.info("shadow model %s removed: no shadow scoring", self.shadow.version)
+                self.shadow = None
+                return SWAPPED
+            return UNCHANGED
+        if (
+            self.shadow is not None and Path(self.shadow.artifact.path).resolve() == newest.resolve()
+        ) or newest in self._rejected:
+            return UNCHANGED
+        try:
+            engine = self._load(newest)
+        except ArtifactError as exc:
+            self._rejected.add(newest)
+            logger.error("shadow model %s rejected: %s", newest, exc)
+            return REJECTED
+        self.shadow = engine
+        logger.info("shadow model %s scored beside live %s (never published)", engine.version, self.current.version)
+        return SWAPPED
 
     @property
     def follows_root(self) -> bool:

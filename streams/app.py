@@ -36,6 +36,7 @@ from streams.watchdog import Watchdog
 logger = logging.getLogger(__name__)
 
 TABLE_NAME = "user_sequences"
+LISTS_TABLE_NAME = "served_lists"  # each user's last served lists, to grade the user's next event against
 HOUSEKEEPING_SECONDS = 2
 USERS_COUNT_SECONDS = 30
 
@@ -48,6 +49,7 @@ def ensure_worker_topics(settings: Settings) -> None:
             settings.events_topic: settings.partitions,
             settings.recommendations_topic: settings.partitions,
             settings.dlq_topic: settings.partitions,
+            settings.grades_topic: settings.partitions,
         },
         settings.replication_factor,
     )
@@ -56,7 +58,7 @@ def ensure_worker_topics(settings: Settings) -> None:
 def load_registry(settings: Settings) -> ModelRegistry:
     """The model registry for ``settings.model_dir`` (raises ArtifactError with advice)."""
     load = engine_loader(settings.device, settings.max_batch, settings.ort_threads, settings.exclude_seen)
-    return ModelRegistry(settings.model_dir, load)
+    return ModelRegistry(settings.model_dir, load, settings.shadow_model)
 
 
 def build_app(
@@ -104,19 +106,34 @@ def build_app(
         key_type=bytes,  # values: JSON
         options=rocksdb_options(settings) if settings.store.startswith("rocksdb") else None,
     )
+    lists = None
+    if settings.online_grading:
+        lists = app.Table(
+            LISTS_TABLE_NAME,
+            default=None,
+            partitions=settings.partitions,
+            key_type=bytes,
+            options=rocksdb_options(settings) if settings.store.startswith("rocksdb") else None,
+        )
     if settings.store.startswith("rocksdb"):
         bound_store_memory(table.data)
+        if lists is not None:
+            bound_store_memory(lists.data)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-model")
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-model-loader")  # swaps never stall scoring
 
-    drain = write = None
+    drain = write = write_lists = send_grades = None
     if sinks is None:
         producer = app.producer._ensure_producer  # faust's aiokafka producer: commits flush what it was given
         sinks = (BulkSender(producer, settings.recommendations_topic), partial(_send, dlq))
         write = TableWriter(table, producer)
+        write_lists = TableWriter(lists, producer) if lists is not None else None
+        send_grades = BulkSender(producer, settings.grades_topic)
         drain = partial(_drain_producer_buffer, app)
         # table writes of a whole batch go out at once: do not make faust's conductor throttle at 100
         app.producer.buffer.max_messages = max(app.producer.buffer.max_messages, 4 * settings.max_batch)
+    elif lists is not None:
+        write_lists = TableWriter(lists, None)
     refetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-refetch")
     pipeline = Pipeline(
         settings,
@@ -127,6 +144,9 @@ def build_app(
         fetch=partial(fetch_range, settings.kafka_bootstrap),
         fetch_executor=refetch,
         write=write,
+        lists=lists,
+        write_lists=write_lists,
+        send_grades=send_grades,
     )
 
     @app.on_partitions_revoked.connect
@@ -162,7 +182,7 @@ def build_app(
             watchdog.beat(health, busy=bool(app.rebalancing or app.in_recovery))
 
     app.timer(HOUSEKEEPING_SECONDS, name="streamrec.housekeeping")(housekeeping)
-    if settings.model_poll_seconds > 0 and registry.follows_root:
+    if settings.model_poll_seconds > 0 and (registry.follows_root or registry.shadow_source is not None):
         app.timer(settings.model_poll_seconds, name="streamrec.poll_model")(model_watch.poll)
     return app, pipeline
 

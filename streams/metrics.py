@@ -8,6 +8,7 @@ from typing import NamedTuple
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from serving.registry import REJECTED, SWAPPED
+from streams.grading import KS, Grade
 from streams.records import REASONS
 
 SWAP_OUTCOMES = (SWAPPED, REJECTED)
@@ -31,6 +32,11 @@ class Metrics(NamedTuple):
     model_info: Gauge
     model_swaps: Counter
     consumer_lag: Gauge
+    online_graded: Counter
+    online_hits: Counter
+    online_ndcg: Counter
+    online_reciprocal_rank: Counter
+    shadow_inference: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry, event_types: Iterable[str] = ()) -> Metrics:
@@ -78,6 +84,36 @@ class Metrics(NamedTuple):
             recommendations=Counter(
                 "streamrec_recommendations_total", "Recommendation records published", registry=registry
             ),
+            online_graded=Counter(
+                "streamrec_online_graded_total",
+                "Events graded against the list served to their user just before (role: live or shadow)",
+                ["role", "model", "event_type"],
+                registry=registry,
+            ),
+            online_hits=Counter(
+                "streamrec_online_hits_total",
+                "Graded events whose item was within the first k of the served list",
+                ["role", "model", "event_type", "k"],
+                registry=registry,
+            ),
+            online_ndcg=Counter(
+                "streamrec_online_ndcg_total",
+                "Sum of NDCG@k over graded events (divide by streamrec_online_graded_total for the mean)",
+                ["role", "model", "event_type", "k"],
+                registry=registry,
+            ),
+            online_reciprocal_rank=Counter(
+                "streamrec_online_reciprocal_rank_total",
+                "Sum of reciprocal ranks over graded events (a miss counts 0)",
+                ["role", "model", "event_type"],
+                registry=registry,
+            ),
+            shadow_inference=Histogram(
+                "streamrec_shadow_inference_seconds",
+                "One model call of the shadow model (never published)",
+                buckets=INFERENCE_BUCKETS,
+                registry=registry,
+            ),
             events_refetched=Counter(
                 "streamrec_events_refetched_total",
                 "Events the consumer skipped (e.g. around a rebalance) that the worker read again and handled",
@@ -102,3 +138,12 @@ class Metrics(NamedTuple):
                 registry=registry,
             ),
         )
+
+
+def record_grade(metrics: Metrics, role: str, model: str, event_type: str, grade: Grade) -> None:
+    """Count one graded event in the ``streamrec_online_*`` series."""
+    metrics.online_graded.labels(role, model, event_type).inc()
+    metrics.online_reciprocal_rank.labels(role, model, event_type).inc(grade.reciprocal_rank)
+    for k in KS:
+        metrics.online_hits.labels(role, model, event_type, str(k)).inc(grade.hit(k))
+        metrics.online_ndcg.labels(role, model, event_type, str(k)).inc(grade.ndcg(k))

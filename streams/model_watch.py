@@ -19,9 +19,12 @@ class ModelWatch:
         metrics.model_info.labels(registry.current.version).set(1)
 
     async def poll(self) -> str:
-        """One look at the model root; returns the registry's outcome (swapped, rejected, unchanged)."""
+        """One look at the model root (and the shadow's); returns the live model's outcome (swapped, rejected,
+        unchanged)."""
         previous = self._registry.current.version
-        outcome = await asyncio.get_running_loop().run_in_executor(self._executor, self._registry.poll)
+        loop = asyncio.get_running_loop()
+        outcome = await loop.run_in_executor(self._executor, self._registry.poll)
+        await loop.run_in_executor(self._executor, self._registry.poll_shadow)
         if outcome == SWAPPED:
             self._metrics.model_info.remove(previous)
             self._metrics.model_info.labels(self._registry.current.version).set(1)

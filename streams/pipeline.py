@@ -8,11 +8,15 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from functools import partial
+
+import orjson
 
 from serving.engine import Engine, ScoredItem
 from serving.registry import ModelRegistry
 from streams.dead_letters import DeadLetter, DeadLetters, Send
-from streams.metrics import Metrics
+from streams.grading import Grade, grade, in_shadow_share
+from streams.metrics import Metrics, record_grade
 from streams.progress import Progress
 from streams.records import INTERNAL_ERROR, Event, InvalidEvent, parse_event, recommendation
 from streams.sequences import Update, UserHistory, apply_event, watermark_key, watermark_of
@@ -41,6 +45,7 @@ class Batch:
     updates: dict[str, Update] = field(default_factory=dict)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # newest offset handled per partition
+    grades: list[tuple[bytes, bytes]] = field(default_factory=list)  # paired live/shadow grade records
 
     def merge(self, other: Batch) -> None:
         for user, update in other.updates.items():
@@ -48,6 +53,16 @@ class Batch:
             self.updates[user] = update
         self.dead_letters.extend(other.dead_letters)
         self.offsets.update(other.offsets)
+        self.grades.extend(other.grades)
+
+
+@dataclass
+class Scored:
+    """A batch's lists: the live model's (one per update, in order) and the shadow's (by user id)."""
+
+    live: Sequence[Sequence[ScoredItem]]
+    shadow_version: str | None = None
+    shadow: dict[str, list[ScoredItem]] = field(default_factory=dict)
 
 
 class Pipeline:
@@ -65,6 +80,10 @@ class Pipeline:
         fetch_executor: where ``fetch`` runs.
         write: ``(partition, {key: value})`` -> awaitable, a batch's table writes (and changelog); default:
             assignment into ``table``.
+        lists: user id (bytes) -> the last list served to the user (trigger offset, model and item ids, live and
+            shadow), a second Faust table; None turns online grading off.
+        write_lists: like ``write``, for ``lists``.
+        send_grades: ``[(key, value), ...]`` -> awaitable, publishes paired live/shadow grades.
     """
 
     def __init__(
@@ -79,6 +98,9 @@ class Pipeline:
         fetch: Fetch | None = None,
         fetch_executor: Executor | None = None,
         write: Write | None = None,
+        lists: MutableMapping[bytes, dict] | None = None,
+        write_lists: Write | None = None,
+        send_grades: SendMany | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -90,7 +112,10 @@ class Pipeline:
         self.progress = progress or Progress()
         self._fetch = fetch
         self._fetch_executor = fetch_executor
-        self._write = write or self._assign
+        self._write = write or partial(self._assign, table)
+        self.lists = lists
+        self._write_lists = write_lists or (partial(self._assign, lists) if lists is not None else None)
+        self._send_grades = send_grades
         self._marks: dict[int, int] = {}  # partition -> newest offset handled in order (its watermark)
         self._applied = 0  # events applied so far (tells a re-read that found new events from one of replays)
 
@@ -134,9 +159,10 @@ class Pipeline:
         batch.offsets[tp] = records[-1][0].offset
         return batch
 
-    async def _assign(self, partition: int, values: Mapping[bytes, dict]) -> None:
+    @staticmethod
+    async def _assign(table: MutableMapping[bytes, dict], partition: int, values: Mapping[bytes, dict]) -> None:
         for key, value in values.items():
-            self.table[key] = value
+            table[key] = value
 
     def _mark(self, partition: int) -> int | None:
         if partition not in self._marks:
@@ -206,6 +232,8 @@ class Pipeline:
             history = UserHistory.from_json(self.table.get(key))
         updated = apply_event(history, event.item_id, source.offset, self.settings.max_len)
         if updated is not None:
+            if self.lists is not None:
+                self._grade(key, source, event, history, batch)
             history = updated
             self._applied += 1
             self.metrics.events.labels(event.event_type).inc()
@@ -218,19 +246,60 @@ class Pipeline:
         histories[key] = history
         record_ts = source.timestamp if source.timestamp else time.time()
         batch.updates.pop(event.user_id, None)
-        batch.updates[event.user_id] = Update(event.user_id, history.items, event.ts, record_ts, event.event_id)
+        batch.updates[event.user_id] = Update(
+            event.user_id,
+            history.items,
+            event.ts,
+            record_ts,
+            event.event_id,
+            source.partition,
+            source.offset,
+            event.event_type,
+        )
+
+    def _grade(self, key: bytes, source: Source, event: Event, before: UserHistory, batch: Batch) -> None:
+        """Grade a newly applied event against the list served for the sequence it extends, if one was.
+
+        The list counts only if it was made from exactly that sequence (its trigger is the sequence's newest
+        offset) and published before the event was read; each event is graded once, when it is applied.
+        """
+        assert self.lists is not None
+        served = self.lists.get(key)
+        if not served or served.get("o") != before.offset:
+            return
+        seen = set(before.items)
+        live_version, live_items = served["live"]
+        live = grade(event.item_id, live_items, seen)
+        record_grade(self.metrics, "live", live_version, event.event_type, live)
+        if "shadow" not in served:
+            return
+        shadow_version, shadow_items = served["shadow"]
+        shadow = grade(event.item_id, shadow_items, seen)
+        record_grade(self.metrics, "shadow", shadow_version, event.event_type, shadow)
+        batch.grades.append((key, _grade_record(source, event, live_version, live, shadow_version, shadow)))
 
     # --- scoring and publishing ----------------------------------------------------------------------------------
-    def score(self, engine: Engine, updates: Sequence[Update]) -> list[list[ScoredItem]]:
-        """One model call for the batch (blocking: run it in a thread)."""
+    def score(self, engine: Engine, updates: Sequence[Update], shadow: Engine | None = None) -> Scored:
+        """One model call for the batch, and one of the shadow model for its share of users (blocking: run it in
+        a thread)."""
         started = time.perf_counter()
         results = engine.recommend([u.items for u in updates], self.settings.top_k)
         self.metrics.inference.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(len(updates))
-        return results
+        scored = Scored(results)
+        if shadow is not None:
+            share = self.settings.shadow_fraction
+            chosen = [u for u in updates if in_shadow_share(u.user_id, share)]
+            if chosen:
+                started = time.perf_counter()
+                lists = shadow.recommend([u.items for u in chosen], self.settings.top_k)
+                self.metrics.shadow_inference.observe(time.perf_counter() - started)
+                scored = Scored(results, shadow.version, {u.user_id: items for u, items in zip(chosen, lists)})
+        return scored
 
-    async def publish(self, batch: Batch, engine: Engine, results: Sequence[Sequence[ScoredItem]]) -> int:
-        """Send one record per user and wait until the batch's dead letters are on the broker.
+    async def publish(self, batch: Batch, engine: Engine, scored: Scored) -> int:
+        """Send one record per user, remember what each was served (online grading) and wait until the batch's
+        dead letters are on the broker.
 
         Returns:
             The number of recommendation records published.
@@ -238,17 +307,51 @@ class Pipeline:
         observe = self.metrics.event_to_recommendation.observe
         produced = time.time()
         records = []
-        for update, items in zip(batch.updates.values(), results):
+        for update, items in zip(batch.updates.values(), scored.live):
             value = recommendation(update.user_id, items, engine.version, update.event_ts, produced, update.event_id)
             records.append((update.user_id.encode(), value))
             observe(max(0.0, produced - update.record_ts))
         await self._send_recommendations(records)
         self.metrics.recommendations.inc(len(records))
+        if self._write_lists is not None:
+            await self._remember(batch, engine.version, scored)
+        if batch.grades and self._send_grades is not None:
+            await self._send_grades(batch.grades)
         for letter in batch.dead_letters:
             await self._dead_letters.confirm(letter)
         return len(batch.updates)
+
+    async def _remember(self, batch: Batch, version: str, scored: Scored) -> None:
+        """Keep each user's newest served lists (item ids), to grade the user's next event against."""
+        assert self._write_lists is not None
+        by_partition: dict[int, dict[bytes, dict]] = {}
+        for update, items in zip(batch.updates.values(), scored.live):
+            value: dict = {"o": update.offset, "live": [version, [item.item_id for item in items]]}
+            shadow = scored.shadow.get(update.user_id)
+            if shadow is not None:
+                value["shadow"] = [scored.shadow_version, [item.item_id for item in shadow]]
+            by_partition.setdefault(update.partition, {})[update.user_id.encode()] = value
+        for partition, values in by_partition.items():
+            await self._write_lists(partition, values)
 
     def done(self, batch: Batch) -> None:
         """Record the batch's offsets as done with (what lag and the watchdog see)."""
         for (topic, partition), offset in batch.offsets.items():
             self.progress.handled(topic, partition, offset)
+
+
+def _grade_record(
+    source: Source, event: Event, live_version: str, live: Grade, shadow_version: str, shadow: Grade
+) -> bytes:
+    """One paired grade: the same event against the live and the shadow list (ranks 0-based, null = miss)."""
+    return orjson.dumps(
+        {
+            "partition": source.partition,
+            "offset": source.offset,
+            "event_type": event.event_type,
+            "live": live_version,
+            "live_rank": live.rank,
+            "shadow": shadow_version,
+            "shadow_rank": shadow.rank,
+        }
+    )

@@ -9,7 +9,7 @@ from concurrent.futures import Executor
 
 from serving.engine import Engine
 from serving.registry import ModelRegistry
-from streams.pipeline import Batch, Pipeline
+from streams.pipeline import Batch, Pipeline, Scored
 
 Fatal = Callable[[str, BaseException], None]
 
@@ -68,16 +68,17 @@ class Publisher:
         """Start scoring ``batch`` (after :meth:`reserve`) and queue it for publishing; ``ack`` acknowledges it."""
         loop = asyncio.get_running_loop()
         engine = self._registry.current  # one model per batch, even if a swap happens meanwhile
+        shadow = self._registry.shadow
         updates = list(batch.updates.values())
         if updates:
-            scored = loop.run_in_executor(self._executor, self._score, engine, updates)
+            scored = loop.run_in_executor(self._executor, self._score, engine, shadow, updates)
             self._scoring += 1
             if self._model_idle is not None:
                 self._model_idle.clear()
             scored.add_done_callback(self._scored)
         else:
             scored = loop.create_future()
-            scored.set_result([])
+            scored.set_result(Scored([]))
         self._queue.put_nowait((batch, engine, scored, ack))
         if self._task is None:
             self._task = asyncio.ensure_future(self._run())
@@ -87,9 +88,9 @@ class Publisher:
         if self._scoring == 0 and self._model_idle is not None:
             self._model_idle.set()
 
-    def _score(self, engine: Engine, updates: list) -> list:
+    def _score(self, engine: Engine, shadow: Engine | None, updates: list) -> Scored:
         started = time.perf_counter()
-        results = self._pipeline.score(engine, updates)
+        results = self._pipeline.score(engine, updates, shadow)
         if self._on_scored is not None:
             self._on_scored(len(updates), time.perf_counter() - started)
         return results

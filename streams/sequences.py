@@ -50,6 +50,9 @@ class Update:
     event_ts: float
     record_ts: float
     event_id: str | None
+    partition: int = 0  # of the events topic (and of the user's table values)
+    offset: int = -1  # of the event: the trigger of the list served for it
+    event_type: str = ""
 
 
 def latest_per_user(updates: Iterable[Update]) -> list[Update]:

@@ -29,6 +29,22 @@ class Settings(BaseSettings):
     replication_factor: int = Field(1, ge=1)
     model_dir: Path = Field(Path("models"), description="model root (newest version is served) or one version folder")
     model_poll_seconds: float = Field(5.0, ge=0, description="how often to look for a newer model version; 0 = never")
+    shadow_model: Path | None = Field(
+        None,
+        description="a candidate model (version folder or folder of versions) scored beside the live one and "
+        "graded online, never published; default: the model root's shadow/ folder when it has a version",
+    )
+    shadow_fraction: float = Field(
+        1.0, gt=0, le=1, description="share of users (a stable hash of the user id) the shadow model also scores"
+    )
+    online_grading: bool = Field(
+        True,
+        description="grade each event against the list served to its user just before (streamrec_online_*); "
+        "keeps each user's last list in a second table",
+    )
+    grades_topic: str = Field(
+        "grades", description="paired live/shadow grades, one record per graded event (read by streamrec promote)"
+    )
     device: Literal["auto", "cuda", "cpu"] = "auto"
     ort_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads on CPU; 0 = onnxruntime's default")
     max_len: int = Field(50, ge=1, description="items kept per user sequence")

@@ -27,6 +27,7 @@ HISTOGRAMS = (
     "streamrec_event_to_recommendation_seconds",
     "streamrec_inference_seconds",
     "streamrec_batch_size",
+    "streamrec_shadow_inference_seconds",
 )
 SIMPLE_METRICS = (
     "streamrec_events_total",
@@ -37,6 +38,10 @@ SIMPLE_METRICS = (
     "streamrec_model_info",
     "streamrec_model_swaps_total",
     "streamrec_consumer_lag_messages",
+    "streamrec_online_graded_total",
+    "streamrec_online_hits_total",
+    "streamrec_online_ndcg_total",
+    "streamrec_online_reciprocal_rank_total",
 )
 WORKER_METRICS = frozenset(
     [*SIMPLE_METRICS, *(f"{h}{suffix}" for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count"))]
@@ -182,6 +187,18 @@ def histogram_series(name: str, buckets: dict[str, str], total: str, total_sum: 
     ]
 
 
+def online_series(role: str, model: str, graded: str, ndcg10: str, hits10: str) -> list[dict[str, str]]:
+    """The online-grading counters of one model (one event type): graded events, NDCG@10 and hit@10 sums (the
+    reciprocal-rank sum follows NDCG@10's)."""
+    labels = {"role": role, "model": model, "event_type": "view"}
+    return [
+        sample_series(graded, "streamrec_online_graded_total", **labels),
+        sample_series(ndcg10, "streamrec_online_ndcg_total", **labels, k="10"),
+        sample_series(hits10, "streamrec_online_hits_total", **labels, k="10"),
+        sample_series(ndcg10, "streamrec_online_reciprocal_rank_total", **labels),
+    ]
+
+
 def healthy_worker_series(samples: int) -> list[dict[str, str]]:
     """Series of one busy, healthy worker: `samples` + 1 samples each (promtool's `a+bxN` notation)."""
     n = str(samples)
@@ -204,6 +221,14 @@ def healthy_worker_series(samples: int) -> list[dict[str, str]]:
         sample_series(f"2500+0x{n}", "streamrec_consumer_lag_messages", topic="events", partition="0"),
         sample_series(f"2500+0x{n}", "streamrec_consumer_lag_messages", topic="events", partition="1"),
     ]
+    for role, model, ndcg, hits in (("live", "v1", 24, 40), ("shadow", "v2", 27, 44)):  # of 100 graded per step
+        series += online_series(role, model, f"0+100x{n}", f"0+{ndcg}x{n}", f"0+{hits}x{n}")
+    series += histogram_series(
+        "streamrec_shadow_inference_seconds",
+        {"0.001": f"0+5x{n}", "0.0025": f"0+50x{n}", "0.005": f"0+60x{n}", "+Inf": f"0+60x{n}"},
+        f"0+60x{n}",
+        f"0+0.1x{n}",
+    )
     series += histogram_series(
         "streamrec_event_to_recommendation_seconds",
         {"0.01": f"0+400x{n}", "0.025": f"0+650x{n}", "0.05": f"0+700x{n}", "0.1": f"0+700x{n}", "+Inf": f"0+700x{n}"},

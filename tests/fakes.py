@@ -29,9 +29,11 @@ class FakeEngine:
 
 class FakeRegistry:
     follows_root = False
+    shadow_source = None
 
-    def __init__(self, engine):
+    def __init__(self, engine, shadow=None):
         self.current = engine
+        self.shadow = shadow
 
 
 class Sink:

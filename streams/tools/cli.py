@@ -62,6 +62,16 @@ def _parser() -> argparse.ArgumentParser:
         "path", type=Path, nargs="?", default=None, help="version folder or model root (default: STREAMREC_MODEL_DIR)"
     )
 
+    promote = sub.add_parser(
+        "promote",
+        help="make the shadow model live if its online NDCG@10 beat the live model's on the same events "
+        "(sign test and paired bootstrap over the grades topic); exit 1 when refused",
+    )
+    promote.add_argument("--min-events", type=int, default=1000, help="paired graded events needed at least")
+    promote.add_argument("--alpha", type=float, default=0.05, help="significance level of the one-sided sign test")
+    promote.add_argument("--dry-run", action="store_true", help="print the evidence and the verdict, change nothing")
+    promote.add_argument("--timeout", type=float, default=120.0, help="seconds allowed to read the grades topic")
+
     bench = sub.add_parser(
         "bench", help="throughput and latency: per-event, micro-batched and the pipeline ceiling; engine-only"
     )
@@ -163,6 +173,10 @@ def _run(args: argparse.Namespace) -> int:
         return run_demo(settings, args)
     if args.command == "check-model":
         return _check_model(settings, args.path or settings.model_dir)
+    if args.command == "promote":
+        from streams.tools.promote import run_promote
+
+        return run_promote(settings, args.min_events, args.alpha, args.dry_run, args.timeout)
     if args.command == "chaos":
         from streams.tools.chaos.command import run_chaos
 

@@ -59,6 +59,7 @@ class WorkerProcess:
                 events_topic=f"{run}-events",
                 recommendations_topic=f"{run}-recommendations",
                 dlq_topic=f"{run}-events-dlq",
+                grades_topic=f"{run}-grades",
                 model_dir=model_dir,
                 data_dir=workdir / f"{run}-data",
                 metrics_port=free_port(),

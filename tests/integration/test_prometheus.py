@@ -13,6 +13,7 @@ import json
 import math
 import os
 import re
+import shutil
 import subprocess
 import threading
 import time
@@ -237,7 +238,12 @@ def test_dashboard_panels_and_alert_rules_on_real_prometheus(start_worker, model
     variables = variable_queries()
     expected_rules = alert_rules()
 
-    worker = start_worker(model_root)
+    # a shadow model too (a copy of the live one), so that the model-quality row has both roles
+    root = tmp_path / "models"
+    shutil.copytree(model_root, root)
+    live = sorted(p for p in root.iterdir() if (p / "manifest.json").is_file())[-1]
+    shutil.copytree(live, root / "shadow" / live.name)
+    worker = start_worker(root)
     traffic = Traffic(worker.bootstrap, worker.events, items)
     try:
         # 1. the worker processes valid and invalid events before Prometheus starts

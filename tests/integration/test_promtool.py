@@ -15,6 +15,7 @@ from tests.deploy_config import (
     healthy_worker_series,
     latency_series,
     load_yaml,
+    online_series,
     promtool,
     run_promtool,
     sample_series,
@@ -178,6 +179,23 @@ def test_alerts_fire_when_they_should(tmp_path: Path) -> None:
             [sample_series("1+0x40", "up"), sample_series("0+50x10 0+50x30", "streamrec_recommendations_total")],
             "30m",
             {},
+        ),
+        # Live online NDCG@10 0.3 for a day, then 0.1 for two hours (10-minute steps of 600 graded events):
+        # below 80% of the trailing day for over 30 minutes. Without the drop: quiet.
+        alert_test(
+            [
+                sample_series("1+0x156", "up"),
+                *online_series("live", "v1", "0+600x156", "0+180x144 25980+60x11", "0+300x156"),
+            ],
+            "26h",
+            {"StreamrecOnlineQualityDrop": [{**job, "severity": "warning"}]},
+            interval="10m",
+        ),
+        alert_test(
+            [sample_series("1+0x156", "up"), *online_series("live", "v1", "0+600x156", "0+180x156", "0+300x156")],
+            "26h",
+            {},
+            interval="10m",
         ),
     ]
     test = {"rule_files": ["alerts.yml"], "evaluation_interval": "1m", "tests": cases}

@@ -62,6 +62,9 @@ class Registry:
             self.current = Engine(f"v{int(self.current.version[1:]) + 1}")
         return outcome
 
+    def poll_shadow(self):
+        return UNCHANGED
+
 
 def test_model_watch_keeps_one_version_series_and_counts_outcomes():
     registry = CollectorRegistry()

@@ -1,10 +1,12 @@
 """The pipeline without Kafka or faust: batches, replays, skipped offsets, failures and dead letters."""
 
 import asyncio
+import math
 
 import pytest
 from prometheus_client import CollectorRegistry
 
+from streams.grading import in_shadow_share
 from streams.metrics import Metrics
 from streams.pipeline import Pipeline
 from streams.sequences import watermark_key, watermark_of
@@ -176,3 +178,104 @@ def test_hostile_values_never_raise(bad):
     h.log[0] = (b"u1", bad)
     batch = run(h.handle(0))
     assert len(batch.dead_letters) == 1 and not batch.updates
+
+
+# --- online grading ------------------------------------------------------------------------------------------------
+class Graded(Harness):
+    """A harness whose pipeline keeps served lists, with a shadow engine that ranks the catalog backwards."""
+
+    def __init__(self, shadow=True, fraction=1.0):
+        super().__init__()
+        self.settings = Settings(max_len=5, top_k=3, metrics_port=0, shadow_fraction=fraction)
+        self.lists = {}
+        self.grades = Sink()
+        self.shadow = FakeEngine([f"i{n}" for n in reversed(range(20))]) if shadow else None
+        if self.shadow is not None:
+            self.shadow.version = "fake-shadow"
+        self.pipeline = Pipeline(
+            self.settings,
+            FakeRegistry(self.engine, self.shadow),
+            self.metrics,
+            self.table,
+            self.recs.many,
+            self.dlq,
+            lists=self.lists,
+            send_grades=self.grades.many,
+        )
+
+    async def handle(self, *offsets):
+        batch = await self.pipeline.ingest([(source(o, self.log[o][0]), self.log[o][1]) for o in offsets])
+        scored = self.pipeline.score(self.engine, list(batch.updates.values()), self.shadow)
+        await self.pipeline.publish(batch, self.engine, scored)
+        return batch
+
+    def counter(self, metric, role, *labels):
+        model = "fake-v1" if role == "live" else "fake-shadow"
+        return getattr(self.metrics, metric).labels(role, model, *labels)._value.get()
+
+
+def test_the_next_event_is_graded_against_the_list_served_before_it_live_and_shadow():
+    h = Graded()
+    h.put(0, "u1", "a")
+    run(h.handle(0))  # served: live [i0, i1, i2], shadow [i19, i18, i17]
+    assert h.lists[b"u1"] == {
+        "o": 0,
+        "live": ["fake-v1", ["i0", "i1", "i2"]],
+        "shadow": ["fake-shadow", ["i19", "i18", "i17"]],
+    }
+    h.put(1, "u1", "i1")
+    run(h.handle(1))
+    assert h.counter("online_graded", "live", "click") == 1
+    assert h.counter("online_hits", "live", "click", "1") == 0 and h.counter("online_hits", "live", "click", "5") == 1
+    assert h.counter("online_ndcg", "live", "click", "10") == pytest.approx(1 / math.log2(3))
+    assert h.counter("online_reciprocal_rank", "live", "click") == pytest.approx(0.5)
+    assert h.counter("online_graded", "shadow", "click") == 1 and h.counter("online_hits", "shadow", "click", "10") == 0
+    ((key, record),) = h.grades.records
+    assert key == b"u1" and record == {
+        "partition": 0,
+        "offset": 1,
+        "event_type": "click",
+        "live": "fake-v1",
+        "live_rank": 1,
+        "shadow": "fake-shadow",
+        "shadow_rank": None,
+    }
+
+
+def test_only_a_list_made_from_the_sequence_just_before_is_graded_and_each_event_once():
+    h = Graded(shadow=False)
+    for offset, item in enumerate(["a", "i0", "i1", "i2"]):
+        h.put(offset, "u1", item)
+    run(h.handle(0))
+    run(h.handle(1, 2))  # i0 graded against [i0, i1, i2]; i1 came after i0 in the same batch: no list between
+    assert h.counter("online_graded", "live", "click") == 1
+    assert h.counter("online_hits", "live", "click", "1") == 1
+    run(h.handle(1, 2))  # a replay: nothing applied, nothing graded again
+    assert h.counter("online_graded", "live", "click") == 1
+    h.lists[b"u1"] = {"o": 1, "live": ["fake-v1", ["i2"]]}  # a list from an older sequence (offset 1, not 2)
+    run(h.handle(3))
+    assert h.counter("online_graded", "live", "click") == 1
+    assert h.grades.records == []  # no shadow: no paired records
+
+
+def test_a_repeat_of_an_item_already_in_the_sequence_is_a_miss():
+    h = Graded(shadow=False)
+    h.put(0, "u1", "a")
+    h.put(1, "u1", "a")
+    run(h.handle(0))
+    run(h.handle(1))
+    assert h.counter("online_graded", "live", "click") == 1 and h.counter("online_hits", "live", "click", "10") == 0
+
+
+def test_the_shadow_scores_a_stable_share_of_users_and_is_never_published():
+    h = Graded(fraction=0.5)
+    users = [f"user-{n}" for n in range(200)]
+    for offset, user in enumerate(users):
+        h.put(offset, user, "a")
+    run(h.handle(*range(len(users))))
+    shadowed = {key for key, value in h.lists.items() if "shadow" in value}
+    assert 60 < len(shadowed) < 140  # about half
+    assert shadowed == {u.encode() for u in users if in_shadow_share(u, 0.5)}
+    assert {r["model_version"] for _, r in h.recs.records} == {"fake-v1"}
+    assert len(h.recs.records) == len(users)
+    assert h.metrics.shadow_inference._sum.get() > 0

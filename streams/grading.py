@@ -1,0 +1,47 @@
+"""Online grading: each event answers the list the user was served just before it."""
+
+from __future__ import annotations
+
+import math
+import zlib
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+
+KS = (1, 5, 10)  # the cut-offs graded (bounded: they label metrics)
+
+
+@dataclass(frozen=True, slots=True)
+class Grade:
+    """Where the event's item stood in the served list: a 0-based rank, or None for a miss."""
+
+    rank: int | None
+
+    def hit(self, k: int) -> float:
+        return 1.0 if self.rank is not None and self.rank < k else 0.0
+
+    def ndcg(self, k: int) -> float:
+        """NDCG@k with one relevant item: 1 / log2(rank + 2) when it is within the first k."""
+        return 1.0 / math.log2(self.rank + 2) if self.rank is not None and self.rank < k else 0.0
+
+    @property
+    def reciprocal_rank(self) -> float:
+        return 1.0 / (self.rank + 1) if self.rank is not None else 0.0
+
+
+def grade(item: str, served: Sequence[str], seen: Collection[str]) -> Grade:
+    """Grade ``item`` (what the user did next) against ``served`` (the list shown before).
+
+    As in offline evaluation (``encoders.evaluate``, seen items excluded from the ranking), an item the user
+    already had in their sequence cannot be a hit: the list never contains it, so a repeat is a miss.
+    """
+    if item in seen:
+        return Grade(None)
+    try:
+        return Grade(list(served).index(item))
+    except ValueError:
+        return Grade(None)
+
+
+def in_shadow_share(user_id: str, fraction: float) -> bool:
+    """Whether the shadow model scores ``user_id``: a stable share of users, the same ones on every worker."""
+    return fraction >= 1.0 or zlib.crc32(user_id.encode()) % 10_000 < fraction * 10_000
