@@ -34,12 +34,10 @@ def grade(item: str, served: Sequence[str], seen: Collection[str]) -> Grade:
     As in offline evaluation (``encoders.evaluate``, seen items excluded from the ranking), an item the user
     already had in their sequence cannot be a hit: the list never contains it, so a repeat is a miss.
     """
-    if item in seen:
-        return Grade(None)
-    try:
-        return Grade(list(served).index(item))
-    except ValueError:
-        return Grade(None)
+    for rank, served_item in enumerate(served):
+        if served_item == item:
+            return Grade(None if item in seen else rank)
+    return Grade(None)
 
 
 def in_shadow_share(user_id: str, fraction: float) -> bool:

@@ -140,10 +140,29 @@ class Metrics(NamedTuple):
         )
 
 
-def record_grade(metrics: Metrics, role: str, model: str, event_type: str, grade: Grade) -> None:
-    """Count one graded event in the ``streamrec_online_*`` series."""
-    metrics.online_graded.labels(role, model, event_type).inc()
-    metrics.online_reciprocal_rank.labels(role, model, event_type).inc(grade.reciprocal_rank)
-    for k in KS:
-        metrics.online_hits.labels(role, model, event_type, str(k)).inc(grade.hit(k))
-        metrics.online_ndcg.labels(role, model, event_type, str(k)).inc(grade.ndcg(k))
+class OnlineCounters:
+    """Counts graded events in the ``streamrec_online_*`` series (children looked up once per label set)."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+        self._children: dict[tuple[str, str, str], tuple] = {}
+
+    def record(self, role: str, model: str, event_type: str, grade: Grade) -> None:
+        key = (role, model, event_type)
+        children = self._children.get(key)
+        if children is None:
+            m = self._metrics
+            children = self._children[key] = (
+                m.online_graded.labels(*key),
+                m.online_reciprocal_rank.labels(*key),
+                [(k, m.online_hits.labels(*key, str(k)), m.online_ndcg.labels(*key, str(k))) for k in KS],
+            )
+        graded, reciprocal_rank, by_k = children
+        graded.inc()
+        if grade.rank is None:  # a miss adds 0 to every sum
+            return
+        reciprocal_rank.inc(grade.reciprocal_rank)
+        for k, hits, ndcg in by_k:
+            if grade.rank < k:
+                hits.inc()
+                ndcg.inc(grade.ndcg(k))

@@ -16,7 +16,7 @@ from serving.engine import Engine, ScoredItem
 from serving.registry import ModelRegistry
 from streams.dead_letters import DeadLetter, DeadLetters, Send
 from streams.grading import Grade, grade, in_shadow_share
-from streams.metrics import Metrics, record_grade
+from streams.metrics import Metrics, OnlineCounters
 from streams.progress import Progress
 from streams.records import INTERNAL_ERROR, Event, InvalidEvent, parse_event, recommendation
 from streams.sequences import Update, UserHistory, apply_event, watermark_key, watermark_of
@@ -116,6 +116,7 @@ class Pipeline:
         self.lists = lists
         self._write_lists = write_lists or (partial(self._assign, lists) if lists is not None else None)
         self._send_grades = send_grades
+        self._online = OnlineCounters(metrics)
         self._marks: dict[int, int] = {}  # partition -> newest offset handled in order (its watermark)
         self._applied = 0  # events applied so far (tells a re-read that found new events from one of replays)
 
@@ -267,15 +268,15 @@ class Pipeline:
         served = self.lists.get(key)
         if not served or served.get("o") != before.offset:
             return
-        seen = set(before.items)
+        seen = before.items
         live_version, live_items = served["live"]
         live = grade(event.item_id, live_items, seen)
-        record_grade(self.metrics, "live", live_version, event.event_type, live)
+        self._online.record("live", live_version, event.event_type, live)
         if "shadow" not in served:
             return
         shadow_version, shadow_items = served["shadow"]
         shadow = grade(event.item_id, shadow_items, seen)
-        record_grade(self.metrics, "shadow", shadow_version, event.event_type, shadow)
+        self._online.record("shadow", shadow_version, event.event_type, shadow)
         batch.grades.append((key, _grade_record(source, event, live_version, live, shadow_version, shadow)))
 
     # --- scoring and publishing ----------------------------------------------------------------------------------

@@ -127,15 +127,19 @@ class Mode:
     path: str
     max_batch: int
     noop: bool = False  # the no-op scorer: the pipeline ceiling
+    shadow: bool = False  # the same model also scores every user as the shadow (graded, never published)
 
 
-def pipeline_modes(max_batch: int) -> list[Mode]:
-    """Per-event, micro-batched, and the micro-batched pipeline with the no-op scorer."""
-    return [
+def pipeline_modes(max_batch: int, shadow: bool = False) -> list[Mode]:
+    """Per-event, micro-batched, the micro-batched pipeline with the no-op scorer (and with a shadow model)."""
+    modes = [
         Mode("per-event", 1),
         Mode("micro-batched", max_batch),
         Mode("pipeline ceiling (no-op scorer)", max_batch, noop=True),
     ]
+    if shadow:
+        modes.insert(2, Mode("micro-batched + shadow model", max_batch, shadow=True))
+    return modes
 
 
 def bench_events(version: Path, users: int, n_events: int) -> list[dict]:
@@ -176,6 +180,7 @@ def bench_pipeline(
             max_batch=mode.max_batch,
             metrics_port=0,
             log_level="WARNING",
+            **({"shadow_model": version} if mode.shadow else {}),
         )
         if mode.noop:
             worker.argv = [sys.executable, "-c", NOOP_WORKER]
@@ -276,9 +281,9 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
         budget = sum(float(r) for r in rates if r != "half") + 20_000 * rates.count("half")
         events = bench_events(version, args.users, args.events + int(budget * args.paced_seconds) + 1000)
         backlog, fresh = events[: args.events], events[args.events :]
-        modes = pipeline_modes(settings.max_batch)
+        modes = pipeline_modes(settings.max_batch, args.shadow)
         if args.skip_ceiling:
-            modes = modes[:2]
+            modes = [mode for mode in modes if not mode.noop]
         rows, latency_rows = bench_pipeline(
             settings,
             version,

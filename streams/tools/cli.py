@@ -86,6 +86,9 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument("--paced-seconds", type=float, default=20.0, help="seconds each rate is offered")
     bench.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="engine table devices")
     bench.add_argument("--skip-ceiling", action="store_true", help="leave out the no-op-scorer pipeline row")
+    bench.add_argument(
+        "--shadow", action="store_true", help="add a micro-batched row with the same model also scored as a shadow"
+    )
     bench.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     bench.add_argument("--workdir", type=Path, default=Path("var/bench"))
     bench.add_argument("--engine-only", action="store_true")

@@ -14,7 +14,7 @@ from streams.tools.consume import records
 from streams.tools.local_kafka import ensure_kafka, stop_kafka
 from streams.tools.models import train
 from streams.tools.produce import produce, read_events
-from streams.tools.worker_process import WorkerProcess
+from streams.tools.worker_process import WorkerProcess, metric_value
 
 
 def _step(text: str) -> None:
@@ -163,6 +163,8 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
                 f"event -> recommendation latency: p50 {_percentile(latencies, 50):.1f} ms, "
                 f"p99 {_percentile(latencies, 99):.1f} ms, max {max(latencies):.1f} ms"
             )
+        if settings.metrics_port:
+            _print_online_grades(worker.metrics())
         for record in received[-3:]:
             print(f"\nuser {record['user_id']} (after event {record['trigger_event_id']}):")
             for item in record["items"][:5]:
@@ -176,3 +178,16 @@ def run_demo(settings: Settings, args: argparse.Namespace) -> int:
             worker.stop()
         if started_kafka:
             stop_kafka()
+
+
+def _print_online_grades(metrics_text: str) -> None:
+    """The worker's own online evaluation: each replayed event against the list its user was served before."""
+    graded = metric_value(metrics_text, "streamrec_online_graded_total", role="live")
+    if not graded:
+        return
+    ndcg = metric_value(metrics_text, "streamrec_online_ndcg_total", role="live", k="10") / graded
+    hits = metric_value(metrics_text, "streamrec_online_hits_total", role="live", k="10") / graded
+    print(
+        f"online grading: {graded:.0f} replayed events graded against the list their user was served just "
+        f"before: NDCG@10 {ndcg:.3f}, hit@10 {hits:.3f}"
+    )
