@@ -16,13 +16,22 @@ REJECTED = "rejected"
 UNCHANGED = "unchanged"
 
 
-def engine_loader(device: str, max_batch: int, threads: int, exclude_seen: bool) -> Callable[[Path], Engine]:
-    """A function that loads, validates and warms up the engine of one version folder."""
+def engine_loader(
+    device: str, max_batch: int, threads: int, exclude_seen: bool, top_k: int = 1
+) -> Callable[[Path], Engine]:
+    """A function that loads, validates and warms up the engine of one version folder.
+
+    ``top_k``: the list length the worker asks for; a version whose graph returns fewer items is refused.
+    """
 
     def load(path: Path) -> Engine:
-        engine = Engine(
-            load_artifact(path), device=device, max_batch=max_batch, threads=threads, exclude_seen=exclude_seen
-        )
+        artifact = load_artifact(path)
+        if artifact.top_k < top_k:
+            raise ArtifactError(
+                f"{path} returns {artifact.top_k} items per list and STREAMREC_TOP_K is {top_k}: re-export it with "
+                f"`streamrec export --top-k {top_k}` or lower STREAMREC_TOP_K"
+            )
+        engine = Engine(artifact, device=device, max_batch=max_batch, threads=threads, exclude_seen=exclude_seen)
         engine.warmup()
         return engine
 

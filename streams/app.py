@@ -57,7 +57,9 @@ def ensure_worker_topics(settings: Settings) -> None:
 
 def load_registry(settings: Settings) -> ModelRegistry:
     """The model registry for ``settings.model_dir`` (raises ArtifactError with advice)."""
-    load = engine_loader(settings.device, settings.max_batch, settings.ort_threads, settings.exclude_seen)
+    load = engine_loader(
+        settings.device, settings.max_batch, settings.ort_threads, settings.exclude_seen, settings.top_k
+    )
     return ModelRegistry(settings.model_dir, load, settings.shadow_model)
 
 

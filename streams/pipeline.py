@@ -293,7 +293,11 @@ class Pipeline:
             chosen = [u for u in updates if in_shadow_share(u.user_id, share)]
             if chosen:
                 started = time.perf_counter()
-                lists = shadow.recommend([u.items for u in chosen], self.settings.top_k)
+                try:
+                    lists = shadow.recommend([u.items for u in chosen], self.settings.top_k)
+                except Exception:  # a candidate never harms the live path: its batch goes ungraded
+                    logger.exception("shadow model %s failed on a batch; the live lists are published", shadow.version)
+                    return scored
                 self.metrics.shadow_inference.observe(time.perf_counter() - started)
                 scored = Scored(results, shadow.version, {u.user_id: items for u, items in zip(chosen, lists)})
         return scored

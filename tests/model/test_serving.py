@@ -176,3 +176,10 @@ def test_a_pinned_version_never_swaps(version, tmp_path):
     registry = ModelRegistry(version, engine_loader("cpu", 8, 0, True))
     shutil.copytree(version, tmp_path / "99990102T000000Z-good00")
     assert not registry.follows_root and registry.poll() == UNCHANGED
+
+
+def test_a_version_with_shorter_lists_than_top_k_is_refused_with_what_to_do(version):
+    top_k = load_artifact(version).top_k
+    with pytest.raises(ArtifactError, match=f"returns {top_k} items per list and STREAMREC_TOP_K is {top_k + 1}"):
+        ModelRegistry(version, engine_loader("cpu", 8, 0, True, top_k + 1))
+    assert ModelRegistry(version, engine_loader("cpu", 8, 0, True, top_k)).current.version == version.name

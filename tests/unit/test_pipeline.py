@@ -279,3 +279,16 @@ def test_the_shadow_scores_a_stable_share_of_users_and_is_never_published():
     assert {r["model_version"] for _, r in h.recs.records} == {"fake-v1"}
     assert len(h.recs.records) == len(users)
     assert h.metrics.shadow_inference._sum.get() > 0
+
+
+def test_a_failing_shadow_never_stops_the_live_lists():
+    h = Graded()
+
+    def broken(sequences, k):
+        raise ValueError(f"k={k} is larger than the model's top_k=2")
+
+    h.shadow.recommend = broken
+    h.put(0, "u1", "a")
+    run(h.handle(0))
+    assert [r["user_id"] for _, r in h.recs.records] == ["u1"]
+    assert h.lists[b"u1"] == {"o": 0, "live": ["fake-v1", ["i0", "i1", "i2"]]}  # no shadow list to grade
