@@ -163,19 +163,25 @@ def list_versions(root: Path | str) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / MANIFEST).is_file())
 
 
+def newest_version(folder: Path | str) -> Path | None:
+    """``folder`` itself if it is a version folder, else its newest version, else None."""
+    folder = Path(folder)
+    if (folder / MANIFEST).is_file():
+        return folder
+    versions = list_versions(folder)
+    return versions[-1] if versions else None
+
+
 def resolve_version(model_dir: Path | str) -> Path:
     """``model_dir`` itself if it is a version folder, else its newest version.
 
     Raises:
         ArtifactError: when there is no model at all.
     """
-    model_dir = Path(model_dir)
-    if (model_dir / MANIFEST).is_file():
-        return model_dir
-    versions = list_versions(model_dir)
-    if not versions:
+    version = newest_version(model_dir)
+    if version is None:
         raise ArtifactError(
             f"no model found in {model_dir}: train one with `streamrec train --events FILE --out {model_dir}` "
             "or set STREAMREC_MODEL_DIR to a model root or version folder"
         )
-    return versions[-1]
+    return version

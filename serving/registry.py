@@ -6,7 +6,7 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
-from serving.artifact import MANIFEST, ArtifactError, list_versions, load_artifact, resolve_version
+from serving.artifact import MANIFEST, ArtifactError, list_versions, load_artifact, newest_version, resolve_version
 from serving.engine import Engine
 
 logger = logging.getLogger(__name__)
@@ -83,11 +83,7 @@ class ModelRegistry:
         source = self.shadow_source
         if source is None:
             return UNCHANGED
-        if (source / MANIFEST).is_file():
-            newest: Path | None = source
-        else:
-            versions = list_versions(source)
-            newest = versions[-1] if versions else None
+        newest = newest_version(source)
         if newest is None:
             if self.shadow is not None:
                 logger.info("shadow model %s removed: no shadow scoring", self.shadow.version)

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from serving.artifact import MANIFEST, ArtifactError, list_versions, load_artifact, resolve_version
+from serving.artifact import MANIFEST, ArtifactError, load_artifact, newest_version, resolve_version
 from serving.publish import new_tmp_dir, publish
 from serving.registry import SHADOW_DIR
 from streams.settings import Settings
@@ -134,15 +134,13 @@ def read_grades(settings: Settings, timeout: float) -> list[dict]:
 def shadow_folder(settings: Settings) -> Path:
     """The shadow version folder the workers score: STREAMREC_SHADOW_MODEL, else the root's shadow/ newest."""
     source = settings.shadow_model or settings.model_dir / SHADOW_DIR
-    if (source / MANIFEST).is_file():
-        return source
-    versions = list_versions(source)
-    if not versions:
+    version = newest_version(source)
+    if version is None:
         raise ArtifactError(
             f"no shadow model in {source}: put a candidate version there (or set STREAMREC_SHADOW_MODEL) and let the "
             "workers grade it before promoting"
         )
-    return versions[-1]
+    return version
 
 
 def promote_shadow(settings: Settings, shadow_dir: Path, evidence: Evidence) -> Path:
