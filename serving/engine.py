@@ -104,14 +104,14 @@ class Engine:
         self._item_emb = artifact.item_emb
         bias = np.zeros(len(artifact.item_ids), dtype=np.float32)
         bias[[int(artifact.manifest["pad_id"]), unk_id]] = -np.inf
-        self._item_bias = bias
+        self.item_bias = bias
         self._seen_penalty = np.array([-np.inf if exclude_seen else 0.0], dtype=np.float32)
         self._seq = np.zeros((max_batch, self.max_len), dtype=np.int64)
         self._device_inputs: dict[str, ort.OrtValue] = {}
         if self.device == "cuda":
             for name, array in (
                 ("item_emb", self._item_emb),
-                ("item_bias", self._item_bias),
+                ("item_bias", self.item_bias),
                 ("seen_penalty", self._seen_penalty),
             ):
                 self._device_inputs[name] = ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0)
@@ -141,13 +141,19 @@ class Engine:
                 seq[row, length - len(tail) :] = [vocab_get(item, unk) for item in tail]
         return seq
 
-    def score(self, item_seq: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """One onnxruntime call: top scores [B, top_k] and internal ids [B, top_k]."""
+    def score(self, item_seq: np.ndarray, item_bias: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """One onnxruntime call: top scores [B, top_k] and internal ids [B, top_k].
+
+        ``item_bias`` replaces the model's bias row for this call (-inf removes an item from every list).
+        """
         if self.device == "cuda":
             binding = self.session.io_binding()
             binding.bind_cpu_input("item_seq", item_seq)
             for name, value in self._device_inputs.items():
-                binding.bind_ortvalue_input(name, value)
+                if name == "item_bias" and item_bias is not None:
+                    binding.bind_cpu_input(name, item_bias)
+                else:
+                    binding.bind_ortvalue_input(name, value)
             for name in OUTPUTS:
                 binding.bind_output(name, "cpu")
             self.session.run_with_iobinding(binding)
@@ -158,7 +164,7 @@ class Engine:
                 {
                     "item_seq": item_seq,
                     "item_emb": self._item_emb,
-                    "item_bias": self._item_bias,
+                    "item_bias": self.item_bias if item_bias is None else item_bias,
                     "seen_penalty": self._seen_penalty,
                 },
             )
@@ -173,15 +179,18 @@ class Engine:
         best = sims.argmax(axis=2)  # [B, k]
         return np.where(known.any(axis=2), best, -1)
 
-    def recommend(self, sequences: Sequence[Sequence[str]], k: int) -> list[list[ScoredItem]]:
-        """Top-``k`` items for each sequence, in one model call per ``max_batch`` sequences."""
+    def recommend(
+        self, sequences: Sequence[Sequence[str]], k: int, item_bias: np.ndarray | None = None
+    ) -> list[list[ScoredItem]]:
+        """Top-``k`` items for each sequence, in one model call per ``max_batch`` sequences (``item_bias``: see
+        :meth:`score`)."""
         if k > self.artifact.top_k:
             raise ValueError(f"k={k} is larger than the model's top_k={self.artifact.top_k}")
         results: list[list[ScoredItem]] = []
         for start in range(0, len(sequences), self.max_batch):
             chunk = sequences[start : start + self.max_batch]
             item_seq = self.encode(chunk)
-            scores, ids = self.score(item_seq)
+            scores, ids = self.score(item_seq, item_bias)
             scores, ids = scores[:, :k], ids[:, :k]
             support = self.because(item_seq, ids)
             names = self.artifact.item_ids

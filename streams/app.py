@@ -6,6 +6,7 @@ import asyncio
 import gc
 import itertools
 import logging
+import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
@@ -17,6 +18,8 @@ from serving.registry import ModelRegistry, engine_loader
 from streams.agent import recommend_agent
 from streams.batcher import Batcher
 from streams.bulk_send import BulkSender
+from streams.catalog import Catalog
+from streams.catalog_reader import CatalogReader
 from streams.consumer import Consumer
 from streams.dead_letters import Send
 from streams.kafka_admin import ensure_topics, kafka_answers
@@ -53,6 +56,14 @@ def ensure_worker_topics(settings: Settings) -> None:
         },
         settings.replication_factor,
     )
+    # the catalog: compacted (the newest record per item is the item); every worker reads all its partitions
+    ensure_topics(
+        settings.kafka_bootstrap,
+        {settings.items_topic: settings.partitions},
+        settings.replication_factor,
+        strict=False,
+        configs={"cleanup.policy": "compact"},
+    )
 
 
 def load_registry(settings: Settings) -> ModelRegistry:
@@ -70,6 +81,7 @@ def build_app(
     sinks: tuple[SendMany, Send] | None = None,
     watchdog: Watchdog | None = None,
     on_fatal: Callable[[str, BaseException], None] | None = None,
+    catalog: Catalog | None = None,
 ) -> tuple[faust.App, Pipeline]:
     """The Faust app with its agent wired to a :class:`Pipeline`.
 
@@ -78,6 +90,7 @@ def build_app(
         watchdog: told each housekeeping tick how every assigned partition is doing.
         on_fatal: called with a reason when the agent cannot go on; default: log and exit the process
             non-zero, so a supervisor restarts it (a live process that does nothing is the worst state).
+        catalog: the live catalog (availability and scenario filters); None: no catalog.
     """
     fatal = on_fatal or (lambda reason, exc: exit_now(EXIT_FAILED, reason, exc))
     app = faust.App(
@@ -149,6 +162,7 @@ def build_app(
         lists=lists,
         write_lists=write_lists,
         send_grades=send_grades,
+        catalog=catalog,
     )
 
     @app.on_partitions_revoked.connect
@@ -229,7 +243,19 @@ def run_worker(settings: Settings) -> int:
     if settings.stall_timeout > 0:
         watchdog = Watchdog(settings.stall_timeout, partial(kafka_answers, settings.kafka_bootstrap, 3.0))
         watchdog.watch(lambda reason: exit_now(EXIT_FAILED, f"stalled: {reason}"))
-    app, _ = build_app(settings, registry, metrics, watchdog=watchdog)
+    catalog = Catalog()
+    reader = CatalogReader(settings, catalog, metrics)
+    started = time.monotonic()
+    read = reader.restore()
+    logger.info(
+        "catalog: %d items from %d records of %s in %.1fs",
+        len(catalog),
+        read,
+        settings.items_topic,
+        time.monotonic() - started,
+    )
+    reader.start()
+    app, _ = build_app(settings, registry, metrics, watchdog=watchdog, catalog=catalog)
     logger.info(
         "worker %s: %s -> %s (dead letters: %s), model %s on %s, batches of <= %d, latency budget %.0f ms",
         settings.app_id,
@@ -244,5 +270,8 @@ def run_worker(settings: Settings) -> int:
     worker = Worker(
         app, loglevel=settings.log_level, quiet=True, redirect_stdouts=False, shutdown_timeout=settings.shutdown_timeout
     )
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()
+    finally:
+        reader.stop()
     return 0

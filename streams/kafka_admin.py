@@ -49,8 +49,15 @@ def kafka_answers(bootstrap: str, timeout: float = 3.0) -> bool:
     return True
 
 
-def ensure_topics(bootstrap: str, partitions: dict[str, int], replication_factor: int = 1, strict: bool = True) -> None:
-    """Create missing topics; with ``strict``, refuse an existing topic whose partition count differs.
+def ensure_topics(
+    bootstrap: str,
+    partitions: dict[str, int],
+    replication_factor: int = 1,
+    strict: bool = True,
+    configs: dict[str, str] | None = None,
+) -> None:
+    """Create missing topics (with ``configs``, e.g. compaction); with ``strict``, refuse an existing topic whose
+    partition count differs.
 
     Raises:
         KafkaUnavailable: no broker.
@@ -60,7 +67,9 @@ def ensure_topics(bootstrap: str, partitions: dict[str, int], replication_factor
     try:
         existing = set(admin.list_topics())
         missing = [
-            NewTopic(name, count, replication_factor) for name, count in partitions.items() if name not in existing
+            NewTopic(name, count, replication_factor, topic_configs=configs or {})
+            for name, count in partitions.items()
+            if name not in existing
         ]
         if missing:
             try:

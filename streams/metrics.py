@@ -37,6 +37,10 @@ class Metrics(NamedTuple):
     online_ndcg: Counter
     online_reciprocal_rank: Counter
     shadow_inference: Histogram
+    catalog_items: Gauge
+    catalog_updates: Counter
+    catalog_invalid: Counter
+    catalog_update_delay: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry, event_types: Iterable[str] = ()) -> Metrics:
@@ -52,6 +56,8 @@ class Metrics(NamedTuple):
             metrics.events_invalid.labels(reason)
         for outcome in SWAP_OUTCOMES:
             metrics.model_swaps.labels(outcome)
+        for reason in REASONS:
+            metrics.catalog_invalid.labels(reason)
         return metrics
 
     @classmethod
@@ -106,6 +112,29 @@ class Metrics(NamedTuple):
                 "streamrec_online_reciprocal_rank_total",
                 "Sum of reciprocal ranks over graded events (a miss counts 0)",
                 ["role", "model", "event_type"],
+                registry=registry,
+            ),
+            catalog_items=Gauge(
+                "streamrec_catalog_items",
+                "Items in the live catalog (the items topic), by scenario ('' = none) and availability",
+                ["scenario", "available"],
+                registry=registry,
+            ),
+            catalog_updates=Counter(
+                "streamrec_catalog_updates_total",
+                "Records of the items topic applied to the catalog",
+                registry=registry,
+            ),
+            catalog_invalid=Counter(
+                "streamrec_catalog_invalid_total",
+                "Records of the items topic sent to the dead-letter topic, by reason",
+                ["reason"],
+                registry=registry,
+            ),
+            catalog_update_delay=Histogram(
+                "streamrec_catalog_update_seconds",
+                "From an items record's Kafka timestamp to the catalog applying it (the next batch uses it)",
+                buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
                 registry=registry,
             ),
             shadow_inference=Histogram(

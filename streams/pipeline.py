@@ -14,6 +14,7 @@ import orjson
 
 from serving.engine import Engine, ScoredItem
 from serving.registry import ModelRegistry
+from streams.catalog import Catalog
 from streams.dead_letters import DeadLetter, DeadLetters, Send
 from streams.grading import Grade, grade, in_shadow_share
 from streams.metrics import Metrics, OnlineCounters
@@ -84,6 +85,7 @@ class Pipeline:
             shadow), a second Faust table; None turns online grading off.
         write_lists: like ``write``, for ``lists``.
         send_grades: ``[(key, value), ...]`` -> awaitable, publishes paired live/shadow grades.
+        catalog: the live catalog (availability and scenarios filter every list); None: no filtering.
     """
 
     def __init__(
@@ -101,6 +103,7 @@ class Pipeline:
         lists: MutableMapping[bytes, dict] | None = None,
         write_lists: Write | None = None,
         send_grades: SendMany | None = None,
+        catalog: Catalog | None = None,
     ) -> None:
         self.settings = settings
         self.registry = registry
@@ -117,6 +120,7 @@ class Pipeline:
         self._write_lists = write_lists or (partial(self._assign, lists) if lists is not None else None)
         self._send_grades = send_grades
         self._online = OnlineCounters(metrics)
+        self.catalog = catalog
         self._marks: dict[int, int] = {}  # partition -> newest offset handled in order (its watermark)
         self._applied = 0  # events applied so far (tells a re-read that found new events from one of replays)
 
@@ -256,6 +260,7 @@ class Pipeline:
             source.partition,
             source.offset,
             event.event_type,
+            event.scenario,
         )
 
     def _grade(self, key: bytes, source: Source, event: Event, before: UserHistory, batch: Batch) -> None:
@@ -284,7 +289,7 @@ class Pipeline:
         """One model call for the batch, and one of the shadow model for its share of users (blocking: run it in
         a thread)."""
         started = time.perf_counter()
-        results = engine.recommend([u.items for u in updates], self.settings.top_k)
+        results = self._recommend(engine, updates)
         self.metrics.inference.observe(time.perf_counter() - started)
         self.metrics.batch_size.observe(len(updates))
         scored = Scored(results)
@@ -294,13 +299,30 @@ class Pipeline:
             if chosen:
                 started = time.perf_counter()
                 try:
-                    lists = shadow.recommend([u.items for u in chosen], self.settings.top_k)
+                    lists = self._recommend(shadow, chosen)
                 except Exception:  # a candidate never harms the live path: its batch goes ungraded
                     logger.exception("shadow model %s failed on a batch; the live lists are published", shadow.version)
                     return scored
                 self.metrics.shadow_inference.observe(time.perf_counter() - started)
                 scored = Scored(results, shadow.version, {u.user_id: items for u, items in zip(chosen, lists)})
         return scored
+
+    def _recommend(self, engine: Engine, updates: Sequence[Update]) -> list[list[ScoredItem]]:
+        """The lists for ``updates``: one model call, or one per scenario when the catalog filters by scenario."""
+        k = self.settings.top_k
+        if self.catalog is None or not len(self.catalog):
+            return engine.recommend([u.items for u in updates], k)
+        if not self.settings.scenario_filter:
+            return engine.recommend([u.items for u in updates], k, self.catalog.bias(engine, None))
+        groups: dict[str | None, list[int]] = {}
+        for index, update in enumerate(updates):
+            groups.setdefault(update.scenario, []).append(index)
+        results: list[list[ScoredItem]] = [[] for _ in updates]
+        for scenario, rows in groups.items():
+            lists = engine.recommend([updates[r].items for r in rows], k, self.catalog.bias(engine, scenario))
+            for row, items in zip(rows, lists):
+                results[row] = items
+        return results
 
     async def publish(self, batch: Batch, engine: Engine, scored: Scored) -> int:
         """Send one record per user, remember what each was served (online grading) and wait until the batch's
@@ -313,7 +335,9 @@ class Pipeline:
         produced = time.time()
         records = []
         for update, items in zip(batch.updates.values(), scored.live):
-            value = recommendation(update.user_id, items, engine.version, update.event_ts, produced, update.event_id)
+            value = recommendation(
+                update.user_id, items, engine.version, update.event_ts, produced, update.event_id, update.scenario
+            )
             records.append((update.user_id.encode(), value))
             observe(max(0.0, produced - update.record_ts))
         await self._send_recommendations(records)

@@ -57,7 +57,7 @@ class Event:
     event_id: str | None = None
 
 
-def _ident(payload: dict[str, Any], field: str, required: bool) -> str | None:
+def ident_field(payload: dict[str, Any], field: str, required: bool) -> str | None:
     if field not in payload or payload[field] is None:
         if required:
             raise InvalidEvent(MISSING_FIELD, f"'{field}' is required")
@@ -73,7 +73,7 @@ def _ident(payload: dict[str, Any], field: str, required: bool) -> str | None:
     return text
 
 
-def _json_problem(raw: bytes, exc: ValueError) -> str:
+def json_problem(raw: bytes, exc: ValueError) -> str:
     """What is wrong with a payload that is not JSON, in a few words."""
     try:
         raw.decode("utf-8")
@@ -141,11 +141,11 @@ def parse_event(
     try:
         payload = orjson.loads(raw)  # strict: UTF-8 only, no NaN/Infinity, no lone surrogates, depth <= 1024
     except orjson.JSONDecodeError as exc:
-        raise InvalidEvent(NOT_JSON, _json_problem(raw, exc)) from None
+        raise InvalidEvent(NOT_JSON, json_problem(raw, exc)) from None
     if not isinstance(payload, dict):
         raise InvalidEvent(NOT_OBJECT, f"a JSON object is required, got {type(payload).__name__}")
-    user_id = _ident(payload, "user_id", required=True)
-    item_id = _ident(payload, "item_id", required=True)
+    user_id = ident_field(payload, "user_id", required=True)
+    item_id = ident_field(payload, "item_id", required=True)
     if "event_type" not in payload:
         raise InvalidEvent(MISSING_FIELD, "'event_type' is required")
     event_type = payload["event_type"]
@@ -156,8 +156,8 @@ def parse_event(
     if "ts" not in payload:
         raise InvalidEvent(MISSING_FIELD, "'ts' is required")
     ts = parse_ts(payload["ts"])
-    scenario = _ident(payload, "scenario", required=False)
-    event_id = _ident(payload, "event_id", required=False)
+    scenario = ident_field(payload, "scenario", required=False)
+    event_id = ident_field(payload, "event_id", required=False)
     if key is None and require_key:
         raise InvalidEvent(BAD_KEY, "events must be keyed by user_id (the message has no key)")
     if key is not None and key != user_id.encode("utf-8"):
@@ -215,8 +215,9 @@ def recommendation(
     event_ts: float,
     produced_ts: float,
     trigger_event_id: str | None,
+    scenario: str | None = None,
 ) -> bytes:
-    """The `recommendations` record for one user, as UTF-8 JSON."""
+    """The `recommendations` record for one user, as UTF-8 JSON (``scenario``: the triggering event's)."""
     record = {
         "user_id": user_id,
         "items": [{"item_id": it.item_id, "score": round(it.score, 6), "because": it.because} for it in items],
@@ -224,5 +225,6 @@ def recommendation(
         "event_ts": event_ts,
         "produced_ts": produced_ts,
         "trigger_event_id": trigger_event_id,
+        "scenario": scenario,
     }
     return orjson.dumps(record)

@@ -53,6 +53,7 @@ class Update:
     partition: int = 0  # of the events topic (and of the user's table values)
     offset: int = -1  # of the event: the trigger of the list served for it
     event_type: str = ""
+    scenario: str | None = None
 
 
 def latest_per_user(updates: Iterable[Update]) -> list[Update]:

@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     grades_topic: str = Field(
         "grades", description="paired live/shadow grades, one record per graded event (read by streamrec promote)"
     )
+    items_topic: str = Field("items", description="the live catalog (compacted, keyed by item_id)")
+    scenario_filter: bool = Field(
+        True,
+        description="a list holds only items of the triggering event's scenario (items of no known scenario too); "
+        "the history spans all scenarios",
+    )
     device: Literal["auto", "cuda", "cpu"] = "auto"
     ort_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads on CPU; 0 = onnxruntime's default")
     max_len: int = Field(50, ge=1, description="items kept per user sequence")

@@ -28,6 +28,7 @@ HISTOGRAMS = (
     "streamrec_inference_seconds",
     "streamrec_batch_size",
     "streamrec_shadow_inference_seconds",
+    "streamrec_catalog_update_seconds",
 )
 SIMPLE_METRICS = (
     "streamrec_events_total",
@@ -42,6 +43,9 @@ SIMPLE_METRICS = (
     "streamrec_online_hits_total",
     "streamrec_online_ndcg_total",
     "streamrec_online_reciprocal_rank_total",
+    "streamrec_catalog_items",
+    "streamrec_catalog_updates_total",
+    "streamrec_catalog_invalid_total",
 )
 WORKER_METRICS = frozenset(
     [*SIMPLE_METRICS, *(f"{h}{suffix}" for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count"))]
@@ -223,6 +227,18 @@ def healthy_worker_series(samples: int) -> list[dict[str, str]]:
     ]
     for role, model, ndcg, hits in (("live", "v1", 24, 40), ("shadow", "v2", 27, 44)):  # of 100 graded per step
         series += online_series(role, model, f"0+100x{n}", f"0+{ndcg}x{n}", f"0+{hits}x{n}")
+    series += [
+        sample_series(f"300+0x{n}", "streamrec_catalog_items", scenario="shop", available="true"),
+        sample_series(f"12+0x{n}", "streamrec_catalog_items", scenario="shop", available="false"),
+        sample_series(f"0+5x{n}", "streamrec_catalog_updates_total"),
+        sample_series(f"0+1x{n}", "streamrec_catalog_invalid_total", reason="bad_field"),
+    ]
+    series += histogram_series(
+        "streamrec_catalog_update_seconds",
+        {"0.1": f"0+3x{n}", "1.0": f"0+5x{n}", "+Inf": f"0+5x{n}"},
+        f"0+5x{n}",
+        f"0+0.5x{n}",
+    )
     series += histogram_series(
         "streamrec_shadow_inference_seconds",
         {"0.001": f"0+5x{n}", "0.0025": f"0+50x{n}", "0.005": f"0+60x{n}", "+Inf": f"0+60x{n}"},

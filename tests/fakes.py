@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import json
 
+import numpy as np
+
 from serving.engine import ScoredItem
 
 
@@ -17,12 +19,17 @@ class FakeEngine:
     def __init__(self, catalog):
         self.catalog = catalog
         self.calls = []
+        self.vocab = {item: row for row, item in enumerate(catalog)}
+        self.item_bias = np.zeros(len(catalog), dtype=np.float32)
 
-    def recommend(self, sequences, k):
+    def recommend(self, sequences, k, item_bias=None):
         self.calls.append([tuple(s) for s in sequences])
+        allowed = (
+            self.catalog if item_bias is None else [i for i in self.catalog if np.isfinite(item_bias[self.vocab[i]])]
+        )
         out = []
         for seq in sequences:
-            free = [i for i in self.catalog if i not in seq][:k]
+            free = [i for i in allowed if i not in seq][:k]
             out.append([ScoredItem(item, float(k - rank), seq[-1] if seq else None) for rank, item in enumerate(free)])
         return out
 

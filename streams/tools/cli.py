@@ -51,6 +51,13 @@ def _parser() -> argparse.ArgumentParser:
     prod.add_argument("--keep-ts", action="store_true", help="keep the file's ts instead of the send time")
     prod.add_argument("--topic", default=None, help="default: STREAMREC_EVENTS_TOPIC")
 
+    items = sub.add_parser(
+        "items", help="publish a catalog file to the items topic (JSONL per the contract, or MovieLens movies.dat)"
+    )
+    items.add_argument("file", type=Path)
+    items.add_argument("--scenario", default=None, help="scenario of the items that name none")
+    items.add_argument("--topic", default=None, help="default: STREAMREC_ITEMS_TOPIC")
+
     cons = sub.add_parser("consume", help="print recommendation records as JSON lines")
     cons.add_argument("--topic", default=None, help="default: STREAMREC_RECOMMENDATIONS_TOPIC")
     cons.add_argument("--from-beginning", action="store_true")
@@ -157,6 +164,21 @@ def _run(args: argparse.Namespace) -> int:
             partitions=settings.partitions,
         )
         print(f"sent {sent} events")
+        return 0
+    if args.command == "items":
+        from streams.tools.items_file import publish_items
+
+        try:
+            sent = publish_items(
+                settings.kafka_bootstrap,
+                args.topic or settings.items_topic,
+                args.file,
+                args.scenario,
+                settings.partitions,
+            )
+        except ValueError as exc:
+            raise SystemExit(f"streamrec items: {exc}") from None
+        print(f"sent {sent} items")
         return 0
     if args.command == "consume":
         from streams.tools.consume import records

@@ -60,6 +60,7 @@ class WorkerProcess:
                 recommendations_topic=f"{run}-recommendations",
                 dlq_topic=f"{run}-events-dlq",
                 grades_topic=f"{run}-grades",
+                items_topic=f"{run}-items",
                 model_dir=model_dir,
                 data_dir=workdir / f"{run}-data",
                 metrics_port=free_port(),

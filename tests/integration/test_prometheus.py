@@ -162,9 +162,10 @@ def running_prometheus(work: Path, scrape_port: int):
 class Traffic:
     """Sends valid events (several users, every event type) plus some invalid payloads to the worker."""
 
-    def __init__(self, bootstrap: str, topic: str, items: list[str]) -> None:
+    def __init__(self, bootstrap: str, topic: str, items: list[str], items_topic: str) -> None:
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
         self.topic = topic
+        self.items_topic = items_topic
         self.items = items
         self.counter = itertools.count()
         self.sent_valid = 0
@@ -185,6 +186,10 @@ class Traffic:
                 "event_id": f"prom-{n}",
             }
             self.producer.send(self.topic, key=user.encode(), value=json.dumps(value).encode())
+        # a catalog update (available, in a scenario): the catalog panels need some
+        item = self.items[next(self.counter) % len(self.items)]
+        catalog_record = {"item_id": item, "title": item, "scenario": "shop", "available": True}
+        self.producer.send(self.items_topic, key=item.encode(), value=json.dumps(catalog_record).encode())
         for _ in range(invalid):
             self.producer.send(self.topic, key=INVALID_KEY, value=INVALID[self.sent_invalid % len(INVALID)])
             self.sent_invalid += 1
@@ -244,7 +249,7 @@ def test_dashboard_panels_and_alert_rules_on_real_prometheus(start_worker, model
     live = sorted(p for p in root.iterdir() if (p / "manifest.json").is_file())[-1]
     shutil.copytree(live, root / "shadow" / live.name)
     worker = start_worker(root)
-    traffic = Traffic(worker.bootstrap, worker.events, items)
+    traffic = Traffic(worker.bootstrap, worker.events, items, worker.env["STREAMREC_ITEMS_TOPIC"])
     try:
         # 1. the worker processes valid and invalid events before Prometheus starts
         traffic.burst(valid=40, invalid=len(INVALID))

@@ -113,7 +113,7 @@ def test_dead_letter_keeps_original_bytes_and_source():
 
 def test_recommendation_record_follows_the_contract():
     items = [ScoredItem("i7", 3.25, "i1"), ScoredItem("i8", 1.5, None)]
-    record = json.loads(recommendation("u1", items, "v1", 10.0, 11.0, "e1"))
+    record = json.loads(recommendation("u1", items, "v1", 10.0, 11.0, "e1", "shop"))
     assert record == {
         "user_id": "u1",
         "items": [{"item_id": "i7", "score": 3.25, "because": "i1"}, {"item_id": "i8", "score": 1.5, "because": None}],
@@ -121,7 +121,9 @@ def test_recommendation_record_follows_the_contract():
         "event_ts": 10.0,
         "produced_ts": 11.0,
         "trigger_event_id": "e1",
+        "scenario": "shop",
     }
+    assert json.loads(recommendation("u1", items, "v1", 10.0, 11.0, None))["scenario"] is None
 
 
 @pytest.mark.parametrize(
