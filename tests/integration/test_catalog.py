@@ -59,6 +59,14 @@ def test_unavailable_items_and_other_scenarios_never_appear_also_after_a_restart
     )
     out = Collector(worker.bootstrap, worker.recommendations)
     producer = KafkaProducer(bootstrap_servers=worker.bootstrap)
+    # a record that breaks the items contract is dead-lettered with its reason and source
+    producer.send(topic, key=b"i-bad", value=json.dumps({"item_id": "i-bad", "available": "yes"}).encode())
+    producer.flush()
+    dlq = Collector(worker.bootstrap, worker.dlq)
+    ((_, letter),) = wait_until(lambda: dlq.poll(), timeout=15, what="the dead letter of the bad item")
+    assert letter["reason"] == "bad_field" and letter["source"]["topic"] == topic
+    assert metric_value(worker.metrics(), "streamrec_catalog_invalid_total", reason="bad_field") == 1
+    dlq.close()
     shop = [it["item_id"] for it in items if scenario_of(it["item_id"]) == "shop"]
     video = [it["item_id"] for it in items if scenario_of(it["item_id"]) == "video"]
 
