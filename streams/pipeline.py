@@ -238,7 +238,10 @@ class Pipeline:
         updated = apply_event(history, event.item_id, source.offset, self.settings.max_len)
         if updated is not None:
             if self.lists is not None:
-                self._grade(key, source, event, history, batch)
+                try:
+                    self._grade(key, source, event, history, batch)
+                except Exception:  # grading never costs an event: it is applied ungraded
+                    logger.exception("grading %s[%d]@%d failed", source.topic, source.partition, source.offset)
             history = updated
             self._applied += 1
             self.metrics.events.labels(event.event_type).inc()

@@ -292,3 +292,14 @@ def test_a_failing_shadow_never_stops_the_live_lists():
     run(h.handle(0))
     assert [r["user_id"] for _, r in h.recs.records] == ["u1"]
     assert h.lists[b"u1"] == {"o": 0, "live": ["fake-v1", ["i0", "i1", "i2"]]}  # no shadow list to grade
+
+
+def test_a_served_list_that_cannot_be_read_never_costs_the_event():
+    h = Graded(shadow=False)
+    h.put(0, "u1", "a")
+    run(h.handle(0))
+    h.lists[b"u1"] = {"o": 0, "live": "not a pair"}  # e.g. a value written by a future version
+    h.put(1, "u1", "b")
+    run(h.handle(1))
+    assert h.table[b"u1"]["items"] == ["a", "b"] and h.dlq.records == []
+    assert h.counter("online_graded", "live", "click") == 0
