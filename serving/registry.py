@@ -1,4 +1,4 @@
-"""The model being served, and the atomic switch to a newer version found in the model root."""
+"""The model being served, its shadow candidate, and the atomic switch to a newer version of either."""
 
 from __future__ import annotations
 
