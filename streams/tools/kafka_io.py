@@ -151,10 +151,14 @@ class Feeder:
 
 
 class Tail:
-    """Reads a JSON topic from the beginning in a background thread; ``records`` grows as they arrive."""
+    """Reads a JSON topic from the beginning in a background thread; ``records`` grows as they arrive.
 
-    def __init__(self, bootstrap: str, topic: str) -> None:
+    ``keep``: hold only about the newest ``keep`` records (a long soak produces millions).
+    """
+
+    def __init__(self, bootstrap: str, topic: str, keep: int | None = None) -> None:
         self.records: list[dict] = []
+        self._keep = keep
         self._lock = threading.Lock()
         self._stop = threading.Event()
         self._consumer = KafkaConsumer(
@@ -180,6 +184,8 @@ class Tail:
                 decoded = [json.loads(m.value) for m in messages]
                 with self._lock:
                     self.records.extend(decoded)
+                    if self._keep is not None and len(self.records) > 2 * self._keep:
+                        del self.records[: -self._keep]
 
     def snapshot(self) -> list[dict]:
         with self._lock:

@@ -74,6 +74,7 @@ class Run:
         self.pool = {user: self.rng.sample(catalog, per_user) for user in self.users}
         self.catalog = catalog
         self.tail: Tail | None = None
+        self.keep: int | None = None  # records the tail holds (None: all, for the oracle)
 
     # --- events --------------------------------------------------------------------------------------------
     def plan(self, per_user: int) -> list[Message]:
@@ -107,7 +108,7 @@ class Run:
         if worker not in self.workers:
             self.workers.append(worker)
         if self.tail is None:
-            self.tail = Tail(self.setup.bootstrap, self.first.settings.recommendations_topic)
+            self.tail = Tail(self.setup.bootstrap, self.first.settings.recommendations_topic, self.keep)
         return worker
 
     def kill(self, worker: WorkerProcess) -> float:
