@@ -22,6 +22,7 @@ from streams.catalog import Catalog
 from streams.catalog_reader import CatalogReader
 from streams.consumer import Consumer
 from streams.dead_letters import Send
+from streams.grading import ServedLists
 from streams.kafka_admin import ensure_topics, kafka_answers
 from streams.kafka_reader import fetch_range
 from streams.lag import LagTracker
@@ -39,7 +40,6 @@ from streams.watchdog import Watchdog
 logger = logging.getLogger(__name__)
 
 TABLE_NAME = "user_sequences"
-LISTS_TABLE_NAME = "served_lists"  # each user's last served lists, to grade the user's next event against
 HOUSEKEEPING_SECONDS = 2
 USERS_COUNT_SECONDS = 30
 
@@ -121,34 +121,20 @@ def build_app(
         key_type=bytes,  # values: JSON
         options=rocksdb_options(settings) if settings.store.startswith("rocksdb") else None,
     )
-    lists = None
-    if settings.online_grading:
-        lists = app.Table(
-            LISTS_TABLE_NAME,
-            default=None,
-            partitions=settings.partitions,
-            key_type=bytes,
-            options=rocksdb_options(settings) if settings.store.startswith("rocksdb") else None,
-        )
     if settings.store.startswith("rocksdb"):
         bound_store_memory(table.data)
-        if lists is not None:
-            bound_store_memory(lists.data)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-model")
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-model-loader")  # swaps never stall scoring
 
-    drain = write = write_lists = send_grades = None
+    drain = write = send_grades = None
     if sinks is None:
         producer = app.producer._ensure_producer  # faust's aiokafka producer: commits flush what it was given
         sinks = (BulkSender(producer, settings.recommendations_topic), partial(_send, dlq))
         write = TableWriter(table, producer)
-        write_lists = TableWriter(lists, producer) if lists is not None else None
         send_grades = BulkSender(producer, settings.grades_topic)
         drain = partial(_drain_producer_buffer, app)
         # table writes of a whole batch go out at once: do not make faust's conductor throttle at 100
         app.producer.buffer.max_messages = max(app.producer.buffer.max_messages, 4 * settings.max_batch)
-    elif lists is not None:
-        write_lists = TableWriter(lists, None)
     refetch = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-refetch")
     pipeline = Pipeline(
         settings,
@@ -159,15 +145,14 @@ def build_app(
         fetch=partial(fetch_range, settings.kafka_bootstrap),
         fetch_executor=refetch,
         write=write,
-        lists=lists,
-        write_lists=write_lists,
+        lists=ServedLists() if settings.online_grading else None,
         send_grades=send_grades,
         catalog=catalog,
     )
 
     @app.on_partitions_revoked.connect
     async def forget(app: faust.App, revoked: set, **kwargs: object) -> None:
-        pipeline.forget_partitions()
+        pipeline.forget_partitions({tp.partition for tp in revoked if tp.topic == settings.events_topic})
 
     model_watch = ModelWatch(registry, metrics, loader)
 

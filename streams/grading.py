@@ -43,3 +43,30 @@ def grade(item: str, served: Sequence[str], seen: Collection[str]) -> Grade:
 def in_shadow_share(user_id: str, fraction: float) -> bool:
     """Whether the shadow model scores ``user_id``: a stable share of users, the same ones on every worker."""
     return fraction >= 1.0 or zlib.crc32(user_id.encode()) % 10_000 < fraction * 10_000
+
+
+class ServedLists:
+    """Each user's last served lists (trigger offset, model and item ids, live and shadow), per events partition.
+
+    Kept in memory, not in a faust table: a user's first event after a restart or a rebalance is not graded.
+    A partition's lists are dropped when it is revoked, so memory follows the users this worker owns.
+    """
+
+    def __init__(self) -> None:
+        self._by_partition: dict[int, dict[bytes, dict]] = {}
+
+    def get(self, partition: int, key: bytes) -> dict | None:
+        return self._by_partition.get(partition, {}).get(key)
+
+    def put(self, partition: int, values: dict[bytes, dict]) -> None:
+        self._by_partition.setdefault(partition, {}).update(values)
+
+    def drop(self, partitions: set[int] | None = None) -> None:
+        """Forget ``partitions`` (None: all)."""
+        if partitions is None:
+            self._by_partition.clear()
+        for partition in partitions or ():
+            self._by_partition.pop(partition, None)
+
+    def __len__(self) -> int:
+        return sum(len(values) for values in self._by_partition.values())

@@ -16,7 +16,7 @@ from serving.engine import Engine, ScoredItem
 from serving.registry import ModelRegistry
 from streams.catalog import Catalog
 from streams.dead_letters import DeadLetter, DeadLetters, Send
-from streams.grading import Grade, grade, in_shadow_share
+from streams.grading import Grade, ServedLists, grade, in_shadow_share
 from streams.metrics import Metrics, OnlineCounters
 from streams.progress import Progress
 from streams.records import INTERNAL_ERROR, Event, InvalidEvent, parse_event, recommendation
@@ -81,9 +81,7 @@ class Pipeline:
         fetch_executor: where ``fetch`` runs.
         write: ``(partition, {key: value})`` -> awaitable, a batch's table writes (and changelog); default:
             assignment into ``table``.
-        lists: user id (bytes) -> the last list served to the user (trigger offset, model and item ids, live and
-            shadow), a second Faust table; None turns online grading off.
-        write_lists: like ``write``, for ``lists``.
+        lists: the last lists served to each user (online grading); None turns online grading off.
         send_grades: ``[(key, value), ...]`` -> awaitable, publishes paired live/shadow grades.
         catalog: the live catalog (availability and scenarios filter every list); None: no filtering.
     """
@@ -100,8 +98,7 @@ class Pipeline:
         fetch: Fetch | None = None,
         fetch_executor: Executor | None = None,
         write: Write | None = None,
-        lists: MutableMapping[bytes, dict] | None = None,
-        write_lists: Write | None = None,
+        lists: ServedLists | None = None,
         send_grades: SendMany | None = None,
         catalog: Catalog | None = None,
     ) -> None:
@@ -117,16 +114,18 @@ class Pipeline:
         self._fetch_executor = fetch_executor
         self._write = write or partial(self._assign, table)
         self.lists = lists
-        self._write_lists = write_lists or (partial(self._assign, lists) if lists is not None else None)
         self._send_grades = send_grades
         self._online = OnlineCounters(metrics)
         self.catalog = catalog
         self._marks: dict[int, int] = {}  # partition -> newest offset handled in order (its watermark)
         self._applied = 0  # events applied so far (tells a re-read that found new events from one of replays)
 
-    def forget_partitions(self) -> None:
-        """Call when partitions are revoked: the next batch of each re-reads its watermark from the table."""
+    def forget_partitions(self, revoked: set[int] | None = None) -> None:
+        """Call when partitions are revoked: the next batch of each re-reads its watermark from the table, and
+        the served lists of the revoked partitions (None: all) are dropped."""
         self._marks.clear()
+        if self.lists is not None:
+            self.lists.drop(revoked)
 
     # --- ingesting ---------------------------------------------------------------------------------------------
     async def ingest(self, records: Sequence[Record]) -> Batch:
@@ -273,7 +272,7 @@ class Pipeline:
         offset) and published before the event was read; each event is graded once, when it is applied.
         """
         assert self.lists is not None
-        served = self.lists.get(key)
+        served = self.lists.get(source.partition, key)
         if not served or served.get("o") != before.offset:
             return
         seen = before.items
@@ -345,17 +344,17 @@ class Pipeline:
             observe(max(0.0, produced - update.record_ts))
         await self._send_recommendations(records)
         self.metrics.recommendations.inc(len(records))
-        if self._write_lists is not None:
-            await self._remember(batch, engine.version, scored)
+        if self.lists is not None:
+            self._remember(batch, engine.version, scored)
         if batch.grades and self._send_grades is not None:
             await self._send_grades(batch.grades)
         for letter in batch.dead_letters:
             await self._dead_letters.confirm(letter)
         return len(batch.updates)
 
-    async def _remember(self, batch: Batch, version: str, scored: Scored) -> None:
+    def _remember(self, batch: Batch, version: str, scored: Scored) -> None:
         """Keep each user's newest served lists (item ids), to grade the user's next event against."""
-        assert self._write_lists is not None
+        assert self.lists is not None
         by_partition: dict[int, dict[bytes, dict]] = {}
         for update, items in zip(batch.updates.values(), scored.live):
             value: dict = {"o": update.offset, "live": [version, [item.item_id for item in items]]}
@@ -364,7 +363,7 @@ class Pipeline:
                 value["shadow"] = [scored.shadow_version, [item.item_id for item in shadow]]
             by_partition.setdefault(update.partition, {})[update.user_id.encode()] = value
         for partition, values in by_partition.items():
-            await self._write_lists(partition, values)
+            self.lists.put(partition, values)
 
     def done(self, batch: Batch) -> None:
         """Record the batch's offsets as done with (what lag and the watchdog see)."""

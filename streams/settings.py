@@ -40,7 +40,7 @@ class Settings(BaseSettings):
     online_grading: bool = Field(
         True,
         description="grade each event against the list served to its user just before (streamrec_online_*); "
-        "keeps each user's last list in a second table",
+        "keeps each user's last list in memory",
     )
     grades_topic: str = Field(
         "grades", description="paired live/shadow grades, one record per graded event (read by streamrec promote)"

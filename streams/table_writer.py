@@ -23,11 +23,10 @@ class TableWriter:
     The store writes go to ``partition`` whatever faust's current event is.
     """
 
-    def __init__(self, table: faust.Table, producer: Callable[[], AIOKafkaProducer] | None) -> None:
+    def __init__(self, table: faust.Table, producer: Callable[[], AIOKafkaProducer]) -> None:
         self._table = table
         self._changelog = table.changelog_topic
-        # no producer (no broker, as under faust's test context): the store only
-        self._sender = BulkSender(producer, self._changelog.get_topic_name()) if producer is not None else None
+        self._sender = BulkSender(producer, self._changelog.get_topic_name())
 
     async def __call__(self, partition: int, values: Mapping[bytes, Any]) -> None:
         store = self._table.data
@@ -42,8 +41,7 @@ class TableWriter:
                         self._changelog.prepare_value(value, value_serializer)[0],
                     )
                 )
-        if self._sender is not None:
-            await self._sender.to_partition(partition, records)
+        await self._sender.to_partition(partition, records)
 
 
 class _Message:

@@ -6,7 +6,7 @@ import math
 import pytest
 from prometheus_client import CollectorRegistry
 
-from streams.grading import in_shadow_share
+from streams.grading import ServedLists, in_shadow_share
 from streams.metrics import Metrics
 from streams.pipeline import Pipeline
 from streams.sequences import watermark_key, watermark_of
@@ -187,7 +187,7 @@ class Graded(Harness):
     def __init__(self, shadow=True, fraction=1.0):
         super().__init__()
         self.settings = Settings(max_len=5, top_k=3, metrics_port=0, shadow_fraction=fraction)
-        self.lists = {}
+        self.lists = ServedLists()
         self.grades = Sink()
         self.shadow = FakeEngine([f"i{n}" for n in reversed(range(20))]) if shadow else None
         if self.shadow is not None:
@@ -218,7 +218,7 @@ def test_the_next_event_is_graded_against_the_list_served_before_it_live_and_sha
     h = Graded()
     h.put(0, "u1", "a")
     run(h.handle(0))  # served: live [i0, i1, i2], shadow [i19, i18, i17]
-    assert h.lists[b"u1"] == {
+    assert h.lists.get(0, b"u1") == {
         "o": 0,
         "live": ["fake-v1", ["i0", "i1", "i2"]],
         "shadow": ["fake-shadow", ["i19", "i18", "i17"]],
@@ -252,7 +252,7 @@ def test_only_a_list_made_from_the_sequence_just_before_is_graded_and_each_event
     assert h.counter("online_hits", "live", "click", "1") == 1
     run(h.handle(1, 2))  # a replay: nothing applied, nothing graded again
     assert h.counter("online_graded", "live", "click") == 1
-    h.lists[b"u1"] = {"o": 1, "live": ["fake-v1", ["i2"]]}  # a list from an older sequence (offset 1, not 2)
+    h.lists.put(0, {b"u1": {"o": 1, "live": ["fake-v1", ["i2"]]}})  # a list from an older sequence (1, not 2)
     run(h.handle(3))
     assert h.counter("online_graded", "live", "click") == 1
     assert h.grades.records == []  # no shadow: no paired records
@@ -273,7 +273,7 @@ def test_the_shadow_scores_a_stable_share_of_users_and_is_never_published():
     for offset, user in enumerate(users):
         h.put(offset, user, "a")
     run(h.handle(*range(len(users))))
-    shadowed = {key for key, value in h.lists.items() if "shadow" in value}
+    shadowed = {u.encode() for u in users if "shadow" in h.lists.get(0, u.encode())}
     assert 60 < len(shadowed) < 140  # about half
     assert shadowed == {u.encode() for u in users if in_shadow_share(u, 0.5)}
     assert {r["model_version"] for _, r in h.recs.records} == {"fake-v1"}
@@ -291,15 +291,29 @@ def test_a_failing_shadow_never_stops_the_live_lists():
     h.put(0, "u1", "a")
     run(h.handle(0))
     assert [r["user_id"] for _, r in h.recs.records] == ["u1"]
-    assert h.lists[b"u1"] == {"o": 0, "live": ["fake-v1", ["i0", "i1", "i2"]]}  # no shadow list to grade
+    assert h.lists.get(0, b"u1") == {"o": 0, "live": ["fake-v1", ["i0", "i1", "i2"]]}  # no shadow list to grade
 
 
 def test_a_served_list_that_cannot_be_read_never_costs_the_event():
     h = Graded(shadow=False)
     h.put(0, "u1", "a")
     run(h.handle(0))
-    h.lists[b"u1"] = {"o": 0, "live": "not a pair"}  # e.g. a value written by a future version
+    h.lists.put(0, {b"u1": {"o": 0, "live": "not a pair"}})  # e.g. a value written by a future version
     h.put(1, "u1", "b")
     run(h.handle(1))
     assert h.table[b"u1"]["items"] == ["a", "b"] and h.dlq.records == []
+    assert h.counter("online_graded", "live", "click") == 0
+
+
+def test_the_served_lists_of_a_revoked_partition_are_dropped():
+    h = Graded(shadow=False)
+    h.put(0, "u1", "a")
+    run(h.handle(0))
+    assert len(h.lists) == 1
+    h.pipeline.forget_partitions({1})
+    assert len(h.lists) == 1
+    h.pipeline.forget_partitions({0})
+    assert len(h.lists) == 0
+    h.put(1, "u1", "i0")
+    run(h.handle(1))  # nothing served before it on this worker: not graded
     assert h.counter("online_graded", "live", "click") == 0
