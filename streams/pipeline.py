@@ -8,7 +8,6 @@ import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from functools import partial
 
 import orjson
 
@@ -112,7 +111,7 @@ class Pipeline:
         self.progress = progress or Progress()
         self._fetch = fetch
         self._fetch_executor = fetch_executor
-        self._write = write or partial(self._assign, table)
+        self._write = write or self._assign
         self.lists = lists
         self._send_grades = send_grades
         self._online = OnlineCounters(metrics)
@@ -163,10 +162,9 @@ class Pipeline:
         batch.offsets[tp] = records[-1][0].offset
         return batch
 
-    @staticmethod
-    async def _assign(table: MutableMapping[bytes, dict], partition: int, values: Mapping[bytes, dict]) -> None:
+    async def _assign(self, partition: int, values: Mapping[bytes, dict]) -> None:
         for key, value in values.items():
-            table[key] = value
+            self.table[key] = value
 
     def _mark(self, partition: int) -> int | None:
         if partition not in self._marks:
