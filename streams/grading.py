@@ -46,10 +46,12 @@ def in_shadow_share(user_id: str, fraction: float) -> bool:
 
 
 class ServedLists:
-    """Each user's last served lists (trigger offset, model and item ids, live and shadow), per events partition.
+    """The lists just served (trigger offset, model and item ids, live and shadow), per events partition, until
+    the partition's next batch writes them into the users' table values (and so to its changelog).
 
-    Kept in memory, not in a faust table: a user's first event after a restart or a rebalance is not graded.
-    A partition's lists are dropped when it is revoked, so memory follows the users this worker owns.
+    The agent owns the table: a list is written with the next batch of its partition, for users whose sequence
+    has not moved on since. Until then it is graded from here; what a crash or a rebalance takes before that
+    write (the lists of the moment, or of a partition that has had no event since) is not graded.
     """
 
     def __init__(self) -> None:
@@ -60,6 +62,10 @@ class ServedLists:
 
     def put(self, partition: int, values: dict[bytes, dict]) -> None:
         self._by_partition.setdefault(partition, {}).update(values)
+
+    def take(self, partition: int) -> dict[bytes, dict]:
+        """The partition's lists not yet written, handed over (and forgotten here)."""
+        return self._by_partition.pop(partition, {})
 
     def drop(self, partitions: set[int] | None = None) -> None:
         """Forget ``partitions`` (None: all)."""

@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import orjson
 
@@ -154,6 +154,8 @@ class Pipeline:
             await self._ingest_one(source, raw, histories, batch)
             if mark is None or source.offset > mark:
                 mark = source.offset
+        if self.lists is not None:
+            self._keep_served(first.partition, histories)
         values = {key: history.to_json() for key, history in histories.items()}  # replays re-send values too
         if mark is not None:
             self._marks[first.partition] = mark
@@ -161,6 +163,17 @@ class Pipeline:
         await self._write(first.partition, values)  # one write per user per batch
         batch.offsets[tp] = records[-1][0].offset
         return batch
+
+    def _keep_served(self, partition: int, histories: dict[bytes, UserHistory]) -> None:
+        """Put the partition's lists served since its last batch into their users' values (written with the
+        batch), where the sequence is still the one they were made from."""
+        assert self.lists is not None
+        for key, served in self.lists.take(partition).items():
+            history = histories.get(key)
+            if history is None:
+                history = UserHistory.from_json(self.table.get(key))
+            if history.offset == served.get("o"):
+                histories[key] = replace(history, served=served)
 
     async def _assign(self, partition: int, values: Mapping[bytes, dict]) -> None:
         for key, value in values.items():
@@ -270,7 +283,7 @@ class Pipeline:
         offset) and published before the event was read; each event is graded once, when it is applied.
         """
         assert self.lists is not None
-        served = self.lists.get(source.partition, key)
+        served = self.lists.get(source.partition, key) or before.served
         if not served or served.get("o") != before.offset:
             return
         seen = before.items

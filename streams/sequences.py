@@ -9,28 +9,33 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class UserHistory:
-    """A user's recent items (external ids, oldest first) and the last applied source offset.
+    """A user's recent items (external ids, oldest first), the last applied source offset and, once written, the
+    lists served for that sequence (online grading: see ``streams.grading.ServedLists``).
 
     The offset makes updates idempotent: a replayed event (offset not above it) is not applied twice.
     """
 
     items: tuple[str, ...] = ()
     offset: int = -1
+    served: Mapping[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         """The table value (JSON-serialisable)."""
-        return {"items": list(self.items), "offset": self.offset}
+        value: dict[str, Any] = {"items": list(self.items), "offset": self.offset}
+        if self.served is not None:
+            value["served"] = self.served
+        return value
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any] | None) -> UserHistory:
         """Inverse of :meth:`to_json`; ``None`` (no value yet) is the empty history."""
         if not value:
             return cls()
-        return cls(tuple(value.get("items", ())), int(value.get("offset", -1)))
+        return cls(tuple(value.get("items", ())), int(value.get("offset", -1)), value.get("served"))
 
 
 def apply_event(history: UserHistory, item_id: str, offset: int, max_len: int) -> UserHistory | None:
-    """Append ``item_id`` and keep the newest ``max_len`` items.
+    """Append ``item_id`` and keep the newest ``max_len`` items (the lists served for the old sequence go).
 
     Returns:
         The new history, or ``None`` when ``offset`` was already applied (a replay).

@@ -204,3 +204,63 @@ def test_online_grades_match_offline_and_promote_refuses_a_worse_shadow_then_pro
         timeout=30,
         what="the worker to serve the promoted version",
     )
+
+
+def test_served_lists_survive_a_kill_in_the_table_and_grade_on_the_next_worker(start_worker, model_root):
+    """A user's served list is written into their table value with the partition's next batch: after kill -9, a
+    worker restoring the table from its changelog grades the user's next event against it."""
+    sequences = held_out_sequences()
+    users = sorted(sequences)[:40]
+    stayers, movers = users[::2], users[1::2]
+    worker = start_worker(model_root, partitions="2", model_poll_seconds="60")
+
+    def send(round_users: list[str], t: int) -> set[int]:
+        producer = KafkaProducer(bootstrap_servers=worker.bootstrap, linger_ms=5)
+        try:
+            futures = [
+                producer.send(
+                    worker.events,
+                    key=user.encode(),
+                    value=json.dumps(
+                        {"user_id": user, "item_id": sequences[user][t], "event_type": "click", "ts": time.time()}
+                    ).encode(),
+                )
+                for user in round_users
+            ]
+            producer.flush()
+            return {future.get(timeout=10).partition for future in futures}
+        finally:
+            producer.close()
+
+    def applied(on, total):
+        def check():
+            on.assert_alive()
+            return metric_value(on.metrics(), "streamrec_events_total") == total
+
+        wait_until(check, timeout=60, what=f"{total} events applied")
+
+    assert send(users, 0) == {0, 1}
+    applied(worker, len(users))
+    time.sleep(1.0)  # every first list published
+    assert send(movers, 1) == {0, 1}  # each partition's next batch writes the stayers' lists into their values
+    applied(worker, len(users) + len(movers))
+    time.sleep(1.0)
+    worker.kill()
+
+    successor = start_worker(
+        model_root,
+        **{
+            "app_id": worker.env["STREAMREC_APP_ID"],
+            "events_topic": worker.events,
+            "recommendations_topic": worker.recommendations,
+            "dlq_topic": worker.dlq,
+            "grades_topic": worker.env["STREAMREC_GRADES_TOPIC"],
+            "items_topic": worker.env["STREAMREC_ITEMS_TOPIC"],
+            "partitions": "2",
+            "model_poll_seconds": "60",
+        },
+    )
+    send(users, 2)
+    applied(successor, len(users))
+    graded = metric_value(successor.metrics(), "streamrec_online_graded_total", role="live")
+    assert graded >= len(stayers), f"{graded} of {len(users)} first events after the kill graded"

@@ -315,5 +315,44 @@ def test_the_served_lists_of_a_revoked_partition_are_dropped():
     h.pipeline.forget_partitions({0})
     assert len(h.lists) == 0
     h.put(1, "u1", "i0")
-    run(h.handle(1))  # nothing served before it on this worker: not graded
+    run(h.handle(1))  # the list was never written to the table: not graded
     assert h.counter("online_graded", "live", "click") == 0
+
+
+def test_served_lists_go_into_the_table_with_the_next_batch_and_grade_after_a_restart():
+    h = Graded()
+    h.put(0, "u1", "a")
+    h.put(1, "u2", "b")
+    run(h.handle(0))
+    assert "served" not in h.table[b"u1"]  # served after the batch's write: in memory until the next batch
+    run(h.handle(1))  # u2's event: the partition's next batch writes u1's list into u1's value
+    assert h.table[b"u1"]["served"] == {
+        "o": 0,
+        "live": ["fake-v1", ["i0", "i1", "i2"]],
+        "shadow": ["fake-shadow", ["i19", "i18", "i17"]],
+    }
+    assert h.table[b"u1"]["items"] == ["a"] and h.lists.get(0, b"u1") is None
+    assert "served" not in h.table[b"u2"]
+
+    restarted = Graded()  # a new worker over the same (restored) table: nothing in memory
+    restarted.table, restarted.log = h.table, h.log
+    restarted.pipeline.table = h.table
+    restarted.put(2, "u1", "i2")
+    run(restarted.handle(2))
+    assert restarted.counter("online_graded", "live", "click") == 1
+    assert restarted.counter("online_reciprocal_rank", "live", "click") == pytest.approx(1 / 3)
+    assert [r["live_rank"] for _, r in restarted.grades.records] == [2]
+    assert "served" not in restarted.table[b"u1"]  # a new sequence: its old lists are gone with it
+
+
+def test_a_served_list_is_not_written_once_the_sequence_moved_on():
+    h = Graded(shadow=False)
+    h.put(0, "u1", "a")
+    run(h.handle(0))
+    h.lists.put(0, {b"u1": {"o": 0, "live": ["fake-v1", ["i5"]]}})
+    h.put(1, "u1", "b")
+    run(h.handle(1))  # u1's sequence now ends at offset 1: the list made for offset 0 is not kept
+    assert "served" not in h.table[b"u1"]
+    h.put(2, "u2", "c")
+    run(h.handle(2))  # u1's list for offset 1 (served after the last batch) is written now
+    assert h.table[b"u1"]["served"]["o"] == 1
