@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from serving.text_rows import item_text
 from streams.records import DEFAULT_EVENT_TYPES, DEFAULT_MAX_EVENT_BYTES, InvalidEvent, parse_event
 
 logger = logging.getLogger(__name__)
@@ -30,9 +31,8 @@ class ItemInfo:
 
     @property
     def full_text(self) -> str:
-        """Text fed to the text encoder: title, category and description."""
-        parts = [self.title, self.category, self.text]
-        return ". ".join(p for p in parts if p)
+        """Text fed to the text encoder: title, category and description (:func:`serving.text_rows.item_text`)."""
+        return item_text(self.title, self.category, self.text)
 
 
 @dataclass(frozen=True)

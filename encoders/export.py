@@ -149,6 +149,24 @@ def export_onnx(model: SASRec, path: str | Path, top_k: int, dynamo: bool = True
             log.setLevel(level)
 
 
+def _text_encoder(out_dir: Path, text_model: str | None, text_dim: int) -> dict[str, Any]:
+    """Writes ``text_encoder.onnx`` + ``tokenizer.json`` when the text model folder is here; their manifest keys.
+
+    Without the folder (a checkpoint re-exported on another machine) the version ships no encoder: the worker
+    then cannot compute rows of new items from their text (serving.text_rows), which is logged.
+    """
+    from encoders.text import export_text_encoder
+
+    if not text_model or not Path(text_model).is_dir():
+        logger.warning(
+            "text model folder %r not found: this version ships no text encoder, so workers cannot embed new "
+            "items' text; export where that folder exists",
+            text_model,
+        )
+        return {}
+    return export_text_encoder(out_dir, text_model, opset=OPSET, expected_dim=text_dim)
+
+
 def write_artifact(
     model: SASRec,
     vocab: Vocabulary,
@@ -170,7 +188,8 @@ def write_artifact(
         training: the manifest's ``training`` summary.
         metrics: the manifest's ``metrics``.
         extra_config: more hyper-parameters for the manifest's ``config`` (training ones).
-        text_model: name or path of the text model when the model uses text embeddings.
+        text_model: the text model's folder when the model uses text embeddings: its encoder and tokenizer
+            are exported too (``text_encoder.onnx``, ``tokenizer.json``) for the worker's rows of new items.
 
     Returns:
         The published version folder.
@@ -197,6 +216,7 @@ def write_artifact(
                 "dim": cfg.text_dim,
                 "emb_file": TEXT_EMB_FILE,
                 "proj_file": TEXT_PROJ_FILE,
+                **_text_encoder(tmp, text_model, cfg.text_dim),
             }
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
