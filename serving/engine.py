@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import ctypes
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -25,6 +26,25 @@ class ScoredItem:
     item_id: str
     score: float
     because: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ItemRows:
+    """The items an engine can recommend, as of one moment: what a batch is scored against.
+
+    The trained rows first, then the rows added while serving (new catalog items, from their text). A snapshot is
+    never modified: adding items makes a new one, so a batch in flight keeps a consistent view.
+    """
+
+    version: str
+    names: tuple[str, ...]  # row -> external item id; rows 0 (pad) and 1 (unknown) are ""
+    vocab: dict[str, int]  # external item id -> row
+    emb: np.ndarray  # float32 [rows, dim]
+    item_bias: np.ndarray  # float32 [rows]: pad and unknown -inf
+    device: dict[str, ort.OrtValue]  # the same on the GPU (CUDA only)
+
+    def __len__(self) -> int:
+        return len(self.names)
 
 
 def cuda_available() -> bool:
@@ -98,58 +118,106 @@ class Engine:
         self.device = "cuda" if CUDA in self.session.get_providers() else "cpu"
         self.max_len = artifact.max_len
         self.max_batch = max_batch
-        self.vocab = {item: index for index, item in enumerate(artifact.item_ids) if index >= 2}
         unk_id = int(artifact.manifest["unk_id"])
         self._unk_id = unk_id
-        self._item_emb = artifact.item_emb
-        bias = np.zeros(len(artifact.item_ids), dtype=np.float32)
+        n_rows, dim = artifact.item_emb.shape
+        # Spare rows for items added while serving; growing past them reallocates (old snapshots keep theirs).
+        self._buffer = np.zeros((n_rows + max(1024, n_rows // 4), dim), dtype=np.float32)
+        self._buffer[:n_rows] = artifact.item_emb
+        bias = np.zeros(n_rows, dtype=np.float32)
         bias[[int(artifact.manifest["pad_id"]), unk_id]] = -np.inf
-        self.item_bias = bias
         self._seen_penalty = np.array([-np.inf if exclude_seen else 0.0], dtype=np.float32)
         self._seq = np.zeros((max_batch, self.max_len), dtype=np.int64)
-        self._device_inputs: dict[str, ort.OrtValue] = {}
-        if self.device == "cuda":
-            for name, array in (
-                ("item_emb", self._item_emb),
-                ("item_bias", self.item_bias),
-                ("seen_penalty", self._seen_penalty),
-            ):
-                self._device_inputs[name] = ort.OrtValue.ortvalue_from_numpy(array, "cuda", 0)
+        self._grow = threading.Lock()
+        vocab = {item: index for index, item in enumerate(artifact.item_ids) if index >= 2}
+        self.rows = self._snapshot(tuple(artifact.item_ids), vocab, n_rows, bias)
+        self.trained_rows = n_rows
         logger.info(
             "model %s loaded on %s (providers %s): %d items, max_len %d, top_k %d",
             self.version,
             self.device,
             self.session.get_providers(),
-            len(self.vocab),
+            len(vocab),
             self.max_len,
             artifact.top_k,
         )
+
+    def _snapshot(self, names: tuple[str, ...], vocab: dict[str, int], n_rows: int, bias: np.ndarray) -> ItemRows:
+        emb = self._buffer[:n_rows]
+        device = {}
+        if self.device == "cuda":
+            for name, array in (("item_emb", emb), ("item_bias", bias), ("seen_penalty", self._seen_penalty)):
+                device[name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), "cuda", 0)
+        return ItemRows(self.version, names, vocab, emb, bias, device)
 
     @property
     def version(self) -> str:
         return self.artifact.version
 
-    def encode(self, sequences: Sequence[Sequence[str]]) -> np.ndarray:
+    @property
+    def vocab(self) -> dict[str, int]:
+        return self.rows.vocab
+
+    @property
+    def item_bias(self) -> np.ndarray:
+        """The model's own bias row (pad and unknown -inf); a call's ``item_bias`` replaces it."""
+        return self.rows.item_bias
+
+    @property
+    def capacity(self) -> int:
+        """Rows the item matrix holds before it grows."""
+        return self._buffer.shape[0]
+
+    def add_items(self, item_ids: Sequence[str], emb: np.ndarray) -> int:
+        """Make ``item_ids`` recommendable with the rows ``emb`` (float32 [n, dim]), from the next batch on.
+
+        Items the engine has already are skipped. Thread-safe; returns how many were added.
+        """
+        with self._grow:
+            rows = self.rows
+            fresh = {}
+            for index, item in enumerate(item_ids):
+                if item and item not in rows.vocab and item not in fresh:
+                    fresh[item] = index
+            if not fresh:
+                return 0
+            n, m = len(rows), len(fresh)
+            if n + m > self._buffer.shape[0]:
+                grown = np.zeros((max(2 * self._buffer.shape[0], n + m), self._buffer.shape[1]), dtype=np.float32)
+                grown[:n] = self._buffer[:n]
+                self._buffer = grown  # snapshots in flight keep the old buffer
+                logger.info("model %s: item matrix grown to %d rows", self.version, grown.shape[0])
+            self._buffer[n : n + m] = np.asarray(emb, dtype=np.float32)[list(fresh.values())]
+            vocab = dict(rows.vocab)
+            vocab.update((item, n + offset) for offset, item in enumerate(fresh))
+            bias = np.concatenate([rows.item_bias, np.zeros(m, dtype=np.float32)])
+            self.rows = self._snapshot(rows.names + tuple(fresh), vocab, n + m, bias)
+            return m
+
+    def encode(self, sequences: Sequence[Sequence[str]], rows: ItemRows | None = None) -> np.ndarray:
         """External item sequences to a left-padded int64 batch; unknown items map to ``unk_id``."""
         batch = len(sequences)
         seq = self._seq[:batch] if batch <= self.max_batch else np.zeros((batch, self.max_len), np.int64)
         seq.fill(0)
-        vocab_get, unk, length = self.vocab.get, self._unk_id, self.max_len
+        vocab_get, unk, length = (rows or self.rows).vocab.get, self._unk_id, self.max_len
         for row, items in enumerate(sequences):
             tail = items[-length:]
             if tail:
                 seq[row, length - len(tail) :] = [vocab_get(item, unk) for item in tail]
         return seq
 
-    def score(self, item_seq: np.ndarray, item_bias: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    def score(
+        self, item_seq: np.ndarray, item_bias: np.ndarray | None = None, rows: ItemRows | None = None
+    ) -> tuple[np.ndarray, np.ndarray]:
         """One onnxruntime call: top scores [B, top_k] and internal ids [B, top_k].
 
         ``item_bias`` replaces the model's bias row for this call (-inf removes an item from every list).
         """
+        rows = rows or self.rows
         if self.device == "cuda":
             binding = self.session.io_binding()
             binding.bind_cpu_input("item_seq", item_seq)
-            for name, value in self._device_inputs.items():
+            for name, value in rows.device.items():
                 if name == "item_bias" and item_bias is not None:
                     binding.bind_cpu_input(name, item_bias)
                 else:
@@ -163,16 +231,16 @@ class Engine:
                 list(OUTPUTS),
                 {
                     "item_seq": item_seq,
-                    "item_emb": self._item_emb,
-                    "item_bias": self.item_bias if item_bias is None else item_bias,
+                    "item_emb": rows.emb,
+                    "item_bias": rows.item_bias if item_bias is None else item_bias,
                     "seen_penalty": self._seen_penalty,
                 },
             )
         return scores, ids
 
-    def because(self, item_seq: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    def because(self, item_seq: np.ndarray, ids: np.ndarray, rows: ItemRows | None = None) -> np.ndarray:
         """For each recommended item, the history position whose embedding agrees with it most (-1: none)."""
-        emb = self._item_emb
+        emb = (rows or self.rows).emb
         sims = np.matmul(emb[ids], emb[item_seq].transpose(0, 2, 1))  # [B, k, L]
         known = (item_seq >= 2)[:, None, :]  # [B, 1, L]
         sims = np.where(known, sims, -np.inf)
@@ -180,20 +248,28 @@ class Engine:
         return np.where(known.any(axis=2), best, -1)
 
     def recommend(
-        self, sequences: Sequence[Sequence[str]], k: int, item_bias: np.ndarray | None = None
+        self,
+        sequences: Sequence[Sequence[str]],
+        k: int,
+        item_bias: np.ndarray | Callable[[ItemRows], np.ndarray] | None = None,
     ) -> list[list[ScoredItem]]:
-        """Top-``k`` items for each sequence, in one model call per ``max_batch`` sequences (``item_bias``: see
-        :meth:`score`)."""
+        """Top-``k`` items for each sequence, in one model call per ``max_batch`` sequences.
+
+        ``item_bias`` (see :meth:`score`) may be a function of the item rows the call is scored against (the
+        rows as of the call: items added meanwhile wait for the next one).
+        """
         if k > self.artifact.top_k:
             raise ValueError(f"k={k} is larger than the model's top_k={self.artifact.top_k}")
+        rows = self.rows
+        bias = item_bias(rows) if callable(item_bias) else item_bias
+        names = rows.names
         results: list[list[ScoredItem]] = []
         for start in range(0, len(sequences), self.max_batch):
             chunk = sequences[start : start + self.max_batch]
-            item_seq = self.encode(chunk)
-            scores, ids = self.score(item_seq, item_bias)
+            item_seq = self.encode(chunk, rows)
+            scores, ids = self.score(item_seq, bias, rows)
             scores, ids = scores[:, :k], ids[:, :k]
-            support = self.because(item_seq, ids)
-            names = self.artifact.item_ids
+            support = self.because(item_seq, ids, rows)
             for row in range(len(chunk)):
                 history = item_seq[row]
                 row_items = []

@@ -17,11 +17,17 @@ UNCHANGED = "unchanged"
 
 
 def engine_loader(
-    device: str, max_batch: int, threads: int, exclude_seen: bool, top_k: int = 1
+    device: str,
+    max_batch: int,
+    threads: int,
+    exclude_seen: bool,
+    top_k: int = 1,
+    prepare: Callable[[Engine], object] | None = None,
 ) -> Callable[[Path], Engine]:
     """A function that loads, validates and warms up the engine of one version folder.
 
     ``top_k``: the list length the worker asks for; a version whose graph returns fewer items is refused.
+    ``prepare``: runs on the loaded engine before it is served (the worker adds the live catalog's new items).
     """
 
     def load(path: Path) -> Engine:
@@ -33,6 +39,8 @@ def engine_loader(
             )
         engine = Engine(artifact, device=device, max_batch=max_batch, threads=threads, exclude_seen=exclude_seen)
         engine.warmup()
+        if prepare is not None:
+            prepare(engine)
         return engine
 
     return load

@@ -14,6 +14,7 @@ from functools import partial
 import faust
 from prometheus_client import CollectorRegistry, start_http_server
 
+from serving.engine import Engine
 from serving.registry import ModelRegistry, engine_loader
 from streams.agent import recommend_agent
 from streams.batcher import Batcher
@@ -28,6 +29,7 @@ from streams.kafka_reader import fetch_range
 from streams.lag import LagTracker
 from streams.metrics import Metrics
 from streams.model_watch import ModelWatch
+from streams.new_items import NewItems
 from streams.pipeline import Pipeline, SendMany
 from streams.publisher import Publisher
 from streams.rocksdb import bound_store_memory, rocksdb_options
@@ -66,10 +68,11 @@ def ensure_worker_topics(settings: Settings) -> None:
     )
 
 
-def load_registry(settings: Settings) -> ModelRegistry:
-    """The model registry for ``settings.model_dir`` (raises ArtifactError with advice)."""
+def load_registry(settings: Settings, prepare: Callable[[Engine], object] | None = None) -> ModelRegistry:
+    """The model registry for ``settings.model_dir`` (raises ArtifactError with advice); ``prepare`` runs on every
+    engine loaded, before it is served."""
     load = engine_loader(
-        settings.device, settings.max_batch, settings.ort_threads, settings.exclude_seen, settings.top_k
+        settings.device, settings.max_batch, settings.ort_threads, settings.exclude_seen, settings.top_k, prepare
     )
     return ModelRegistry(settings.model_dir, load, settings.shadow_model)
 
@@ -211,10 +214,12 @@ async def _send(topic: faust.types.TopicT, key: bytes, value: bytes) -> object:
 
 def run_worker(settings: Settings) -> int:
     """Start the worker in this process and block until it is stopped (SIGINT/SIGTERM)."""
-    registry = load_registry(settings)
-    ensure_worker_topics(settings)
     prom = CollectorRegistry()
     metrics = Metrics.create(prom, settings.event_types)
+    catalog = Catalog()
+    new_items = NewItems(catalog, metrics)
+    registry = load_registry(settings, new_items.prepare)
+    ensure_worker_topics(settings)
     if settings.metrics_port:
         try:
             start_http_server(settings.metrics_port, registry=prom)
@@ -228,16 +233,24 @@ def run_worker(settings: Settings) -> int:
     if settings.stall_timeout > 0:
         watchdog = Watchdog(settings.stall_timeout, partial(kafka_answers, settings.kafka_bootstrap, 3.0))
         watchdog.watch(lambda reason: exit_now(EXIT_FAILED, f"stalled: {reason}"))
-    catalog = Catalog()
-    reader = CatalogReader(settings, catalog, metrics)
+
+    def add_new_items(live: bool = True) -> None:
+        for engine in (registry.current, registry.shadow):
+            if engine is not None:
+                new_items.sync(engine, live=live and engine is registry.current)
+
+    reader = CatalogReader(settings, catalog, metrics, after_poll=add_new_items)
     started = time.monotonic()
     read = reader.restore()
+    add_new_items(live=False)
     logger.info(
-        "catalog: %d items from %d records of %s in %.1fs",
+        "catalog: %d items from %d records of %s in %.1fs (%d new to model %s)",
         len(catalog),
         read,
         settings.items_topic,
         time.monotonic() - started,
+        len(registry.current.rows) - registry.current.trained_rows,
+        registry.current.version,
     )
     reader.start()
     app, _ = build_app(settings, registry, metrics, watchdog=watchdog, catalog=catalog)

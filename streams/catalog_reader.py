@@ -28,10 +28,16 @@ POLL_MS = 200
 
 
 class CatalogReader:
-    """Owns one consumer: :meth:`restore` (blocking, at start-up), then :meth:`start` follows in a thread."""
+    """Owns one consumer: :meth:`restore` (blocking, at start-up), then :meth:`start` follows in a thread.
 
-    def __init__(self, settings: Settings, catalog: Catalog, metrics: Metrics) -> None:
+    ``after_poll`` runs in that thread after every poll (new items are embedded there, off the event loop).
+    """
+
+    def __init__(
+        self, settings: Settings, catalog: Catalog, metrics: Metrics, after_poll: Callable[[], object] | None = None
+    ) -> None:
         self._settings = settings
+        self._after_poll = after_poll
         self._catalog = catalog
         self._metrics = metrics
         self._topic = settings.items_topic
@@ -100,6 +106,13 @@ class CatalogReader:
                 )
                 self._stop.wait(pause)
                 pause = min(5.0, pause * 2)
+                continue
+            if self._after_poll is not None:
+                try:
+                    self._after_poll()
+                except Exception:  # e.g. a text that breaks the encoder: the catalog and the worker go on
+                    logger.exception("updating the models from the catalog failed; retrying after the next poll")
+                    self._stop.wait(1.0)
 
     def _reassign(self) -> None:
         partitions = self._consumer.partitions_for_topic(self._topic) or set()
@@ -133,7 +146,7 @@ class CatalogReader:
             self._producer.send(self._settings.dlq_topic, key=dead_letter_key(message.key), value=record)
             return
         item_id = message.key.decode("utf-8", "replace") if item is None else item.item_id
-        self._catalog.apply(item_id, item)
+        self._catalog.apply(item_id, item, message.timestamp / 1000.0)
         self._metrics.catalog_update_delay.observe(max(0.0, now - message.timestamp / 1000.0))
 
     def _report_counts(self) -> None:

@@ -41,6 +41,8 @@ class Metrics(NamedTuple):
     catalog_updates: Counter
     catalog_invalid: Counter
     catalog_update_delay: Histogram
+    items_embedded: Counter
+    item_recommendable: Histogram
 
     @classmethod
     def create(cls, registry: CollectorRegistry, event_types: Iterable[str] = ()) -> Metrics:
@@ -135,6 +137,17 @@ class Metrics(NamedTuple):
                 "streamrec_catalog_update_seconds",
                 "From an items record's Kafka timestamp to the catalog applying it (the next batch uses it)",
                 buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+                registry=registry,
+            ),
+            items_embedded=Counter(
+                "streamrec_catalog_items_embedded_total",
+                "Rows computed from text for catalog items a model was not trained on (per item and model version)",
+                registry=registry,
+            ),
+            item_recommendable=Histogram(
+                "streamrec_item_recommendable_seconds",
+                "From a new item's items record (Kafka timestamp) to the live model recommending it (rows added)",
+                buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
                 registry=registry,
             ),
             shadow_inference=Histogram(

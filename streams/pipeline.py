@@ -9,11 +9,12 @@ from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequen
 from concurrent.futures import Executor
 from dataclasses import dataclass, field, replace
 
+import numpy as np
 import orjson
 
 from serving.engine import Engine, ScoredItem
 from serving.registry import ModelRegistry
-from streams.catalog import Catalog
+from streams.catalog import Catalog, Scorer
 from streams.dead_letters import DeadLetter, DeadLetters, Send
 from streams.grading import Grade, ServedLists, grade, in_shadow_share
 from streams.metrics import Metrics, OnlineCounters
@@ -326,16 +327,22 @@ class Pipeline:
         if self.catalog is None or not len(self.catalog):
             return engine.recommend([u.items for u in updates], k)
         if not self.settings.scenario_filter:
-            return engine.recommend([u.items for u in updates], k, self.catalog.bias(engine, None))
+            return engine.recommend([u.items for u in updates], k, self._mask(None))
         groups: dict[str | None, list[int]] = {}
         for index, update in enumerate(updates):
             groups.setdefault(update.scenario, []).append(index)
         results: list[list[ScoredItem]] = [[] for _ in updates]
         for scenario, rows in groups.items():
-            lists = engine.recommend([updates[r].items for r in rows], k, self.catalog.bias(engine, scenario))
+            lists = engine.recommend([updates[r].items for r in rows], k, self._mask(scenario))
             for row, items in zip(rows, lists):
                 results[row] = items
         return results
+
+    def _mask(self, scenario: str | None) -> Callable[[Scorer], np.ndarray]:
+        """The catalog's filter for ``scenario``, as a bias row for the item rows a call is scored against."""
+        catalog = self.catalog
+        assert catalog is not None
+        return lambda rows: catalog.bias(rows, scenario)
 
     async def publish(self, batch: Batch, engine: Engine, scored: Scored) -> int:
         """Send one record per user, remember what each was served (online grading) and wait until the batch's

@@ -46,6 +46,14 @@ def model_root(tmp_path_factory, dataset) -> Path:
     return root
 
 
+@pytest.fixture(scope="session")
+def text_model_root(tmp_path_factory, dataset) -> Path:
+    """A model root holding one version trained with item text: it ships the text encoder (new items' rows)."""
+    root = tmp_path_factory.mktemp("text-models")
+    train(dataset / "events.jsonl", dataset / "items.jsonl", root, "--epochs", "3", "--text", "--seed", "1", cwd=ROOT)
+    return root
+
+
 def model_version(root: Path) -> str:
     version = sorted(p for p in root.iterdir() if (p / "manifest.json").is_file())[-1]
     return json.loads((version / "manifest.json").read_text())["model_version"]

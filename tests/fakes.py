@@ -24,6 +24,8 @@ class FakeEngine:
 
     def recommend(self, sequences, k, item_bias=None):
         self.calls.append([tuple(s) for s in sequences])
+        if callable(item_bias):
+            item_bias = item_bias(self)
         allowed = (
             self.catalog if item_bias is None else [i for i in self.catalog if np.isfinite(item_bias[self.vocab[i]])]
         )

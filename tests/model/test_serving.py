@@ -109,6 +109,35 @@ def test_engine_recommends_distinct_unseen_items_in_score_order(version):
     assert results[4] == engine.recommend([histories[4]], 10)[0]
 
 
+def test_items_added_while_serving_are_recommended_and_the_matrix_grows_past_its_capacity(version):
+    engine = Engine(load_artifact(version), device="cpu", max_batch=8)
+    catalog = list(engine.vocab)
+    history = catalog[:6]
+    before_rows = engine.rows
+    # a new item whose row is the user's state direction scaled up: it must top the list
+    top = engine.recommend([history], 1)[0][0]
+    strong = engine.rows.emb[engine.vocab[top.item_id]] * 10
+    spare = engine.capacity - len(engine.rows)
+    filler = np.random.default_rng(0).normal(0, 1e-3, (spare + 5, engine.rows.emb.shape[1])).astype(np.float32)
+    ids = ["new-strong"] + [f"new-{n}" for n in range(spare + 5)]
+    assert engine.add_items(ids, np.vstack([strong[None, :], filler])) == len(ids)
+    assert engine.capacity > len(engine.rows) == len(before_rows) + len(ids)  # grown, not crashed
+    assert engine.recommend([history], 1)[0][0].item_id == "new-strong"
+    assert engine.add_items(["new-strong", catalog[0]], np.zeros((2, strong.shape[0]), np.float32)) == 0  # known
+    # a snapshot taken before is unchanged (a batch in flight keeps its view)
+    assert len(before_rows.names) == len(before_rows.emb) == len(before_rows.item_bias) == engine.trained_rows
+    # a new item is an ordinary history item too (its row, not the unknown row)
+    assert engine.encode([["new-strong"]])[0, -1] == engine.vocab["new-strong"] >= engine.trained_rows
+
+    # and a bias function sees the rows of the call: excluding the new row gives back the old top item
+    def no_new(rows):
+        bias = rows.item_bias.copy()
+        bias[rows.vocab["new-strong"]] = -np.inf
+        return bias
+
+    assert engine.recommend([history], 1, no_new)[0][0].item_id == top.item_id
+
+
 def test_unknown_items_are_encoded_as_unknown_and_left_padded(version):
     engine = Engine(load_artifact(version), device="cpu")
     first = next(iter(engine.vocab))
