@@ -29,6 +29,7 @@ HISTOGRAMS = (
     "streamrec_batch_size",
     "streamrec_shadow_inference_seconds",
     "streamrec_catalog_update_seconds",
+    "streamrec_item_recommendable_seconds",
 )
 SIMPLE_METRICS = (
     "streamrec_events_total",
@@ -46,6 +47,7 @@ SIMPLE_METRICS = (
     "streamrec_catalog_items",
     "streamrec_catalog_updates_total",
     "streamrec_catalog_invalid_total",
+    "streamrec_catalog_items_embedded_total",
 )
 WORKER_METRICS = frozenset(
     [*SIMPLE_METRICS, *(f"{h}{suffix}" for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count"))]
@@ -232,7 +234,15 @@ def healthy_worker_series(samples: int) -> list[dict[str, str]]:
         sample_series(f"12+0x{n}", "streamrec_catalog_items", scenario="shop", available="false"),
         sample_series(f"0+5x{n}", "streamrec_catalog_updates_total"),
         sample_series(f"0+1x{n}", "streamrec_catalog_invalid_total", reason="bad_field"),
+        # 2 new items per step, each embedded for the live and the shadow model; recommendable within a second.
+        sample_series(f"0+4x{n}", "streamrec_catalog_items_embedded_total"),
     ]
+    series += histogram_series(
+        "streamrec_item_recommendable_seconds",
+        {"0.1": f"0+0x{n}", "0.25": f"0+1x{n}", "0.5": f"0+2x{n}", "1.0": f"0+2x{n}", "+Inf": f"0+2x{n}"},
+        f"0+2x{n}",
+        f"0+0.6x{n}",
+    )
     series += histogram_series(
         "streamrec_catalog_update_seconds",
         {"0.1": f"0+3x{n}", "1.0": f"0+5x{n}", "+Inf": f"0+5x{n}"},

@@ -160,7 +160,8 @@ def running_prometheus(work: Path, scrape_port: int):
 
 
 class Traffic:
-    """Sends valid events (several users, every event type) plus some invalid payloads to the worker."""
+    """Sends valid events (several users, every event type) plus some invalid payloads to the worker, and catalog
+    updates: a known item, and a new item (not in training) that the worker embeds from its text."""
 
     def __init__(self, bootstrap: str, topic: str, items: list[str], items_topic: str) -> None:
         self.producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
@@ -190,6 +191,10 @@ class Traffic:
         item = self.items[next(self.counter) % len(self.items)]
         catalog_record = {"item_id": item, "title": item, "scenario": "shop", "available": True}
         self.producer.send(self.items_topic, key=item.encode(), value=json.dumps(catalog_record).encode())
+        # a new item, never trained on: the new-items panels need it embedded and made recommendable
+        new_item = f"prom-new-{next(self.counter)}"
+        new_record = {"item_id": new_item, "title": f"{item} (new edition)", "scenario": "shop", "available": True}
+        self.producer.send(self.items_topic, key=new_item.encode(), value=json.dumps(new_record).encode())
         for _ in range(invalid):
             self.producer.send(self.topic, key=INVALID_KEY, value=INVALID[self.sent_invalid % len(INVALID)])
             self.sent_invalid += 1
@@ -237,15 +242,16 @@ def rules_by_name(prom: Prometheus) -> dict[tuple[str, str], dict]:
     }
 
 
-def test_dashboard_panels_and_alert_rules_on_real_prometheus(start_worker, model_root, dataset, tmp_path):
+def test_dashboard_panels_and_alert_rules_on_real_prometheus(start_worker, text_model_root, dataset, tmp_path):
     items = [json.loads(line)["item_id"] for line in (dataset / "items.jsonl").read_text().splitlines()]
     queries = panel_queries()
     variables = variable_queries()
     expected_rules = alert_rules()
 
-    # a shadow model too (a copy of the live one), so that the model-quality row has both roles
+    # a shadow model too (a copy of the live one), so that the model-quality row has both roles; trained with
+    # text, so that both ship the text encoder and new items are embedded (the catalog row's new-items panels)
     root = tmp_path / "models"
-    shutil.copytree(model_root, root)
+    shutil.copytree(text_model_root, root)
     live = sorted(p for p in root.iterdir() if (p / "manifest.json").is_file())[-1]
     shutil.copytree(live, root / "shadow" / live.name)
     worker = start_worker(root)
@@ -292,6 +298,10 @@ def test_dashboard_panels_and_alert_rules_on_real_prometheus(start_worker, model
                     + "\n".join(problems)
                     + f"\nscrape targets: {[(t['scrapeUrl'], t['health'], t['lastError']) for t in targets]}"
                 )
+            # a zero rate is data too: the new items were really embedded and made recommendable
+            text = worker.metrics()
+            assert metric_value(text, "streamrec_catalog_items_embedded_total") > 0, "no new item embedded"
+            assert metric_value(text, "streamrec_item_recommendable_seconds_count") > 0, "no new item recommendable"
 
             # the template variables find this worker
             for name, selector, label in variables:
