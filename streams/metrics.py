@@ -147,7 +147,7 @@ class Metrics(NamedTuple):
             item_recommendable=Histogram(
                 "streamrec_item_recommendable_seconds",
                 "From a new item's items record (Kafka timestamp) to the live model recommending it (rows added)",
-                buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
+                buckets=(0.01, 0.025, 0.05, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0),
                 registry=registry,
             ),
             shadow_inference=Histogram(

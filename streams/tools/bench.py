@@ -275,6 +275,11 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
         )
     )
     result = {"model": manifest["model_version"], "machine": machine, "engine": engine_rows}
+    if args.new_items:
+        from streams.tools.bench_items import run_new_items_bench
+
+        ensure_kafka(settings.kafka_bootstrap)
+        result["new_items"] = run_new_items_bench(settings, work, args.new_items)
     if not args.engine_only:
         ensure_kafka(settings.kafka_bootstrap)
         rates = [r.strip() for r in args.rates.split(",") if r.strip()]

@@ -96,6 +96,12 @@ def _parser() -> argparse.ArgumentParser:
     bench.add_argument(
         "--shadow", action="store_true", help="add a micro-batched row with the same model also scored as a shadow"
     )
+    bench.add_argument(
+        "--new-items",
+        type=int,
+        default=0,
+        help="also measure new catalog items: embedded/s, batch cost at 10x the catalog, publish to recommendable",
+    )
     bench.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     bench.add_argument("--workdir", type=Path, default=Path("var/bench"))
     bench.add_argument("--engine-only", action="store_true")
