@@ -24,7 +24,7 @@ from streams.catalog_reader import CatalogReader
 from streams.consumer import Consumer
 from streams.dead_letters import Send
 from streams.grading import ServedLists
-from streams.kafka_admin import ensure_topics, kafka_answers
+from streams.kafka_admin import ensure_topics, events_waiting, kafka_answers
 from streams.kafka_reader import fetch_range
 from streams.lag import LagTracker
 from streams.metrics import Metrics
@@ -231,7 +231,11 @@ def run_worker(settings: Settings) -> int:
         logger.info("metrics on http://0.0.0.0:%d/metrics", settings.metrics_port)
     watchdog = None
     if settings.stall_timeout > 0:
-        watchdog = Watchdog(settings.stall_timeout, partial(kafka_answers, settings.kafka_bootstrap, 3.0))
+        watchdog = Watchdog(
+            settings.stall_timeout,
+            partial(kafka_answers, settings.kafka_bootstrap, 3.0),
+            events_waiting=partial(events_waiting, settings.kafka_bootstrap, settings.app_id),
+        )
         watchdog.watch(lambda reason: exit_now(EXIT_FAILED, f"stalled: {reason}"))
 
     def add_new_items(live: bool = True) -> None:

@@ -49,6 +49,32 @@ def kafka_answers(bootstrap: str, timeout: float = 3.0) -> bool:
     return True
 
 
+def events_waiting(bootstrap: str, group: str, tps: list[tuple[str, int]], timeout: float = 5.0) -> set:
+    """Which of ``tps`` hold events beyond ``group``'s committed offset (from its start when none is committed).
+
+    Raises:
+        KafkaUnavailable, KafkaError: the broker cannot tell.
+    """
+    from kafka import KafkaConsumer, TopicPartition
+
+    admin = admin_client(bootstrap, timeout)
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap.split(","), group_id=None, request_timeout_ms=10_000)
+    try:
+        partitions = [TopicPartition(topic, partition) for topic, partition in tps]
+        offsets = admin.list_group_offsets({group: partitions}).get(group, {})
+        committed = {(tp.topic, tp.partition): meta.offset for tp, meta in offsets.items() if meta is not None}
+        ends = consumer.end_offsets(partitions)
+        starts = consumer.beginning_offsets(partitions)
+        return {
+            (tp.topic, tp.partition)
+            for tp in partitions
+            if ends[tp] > max(committed.get((tp.topic, tp.partition), -1), starts[tp])
+        }
+    finally:
+        consumer.close()
+        admin.close()
+
+
 def ensure_topics(
     bootstrap: str,
     partitions: dict[str, int],

@@ -39,18 +39,20 @@ class LagTracker:
         self._gauge = gauge
         self._series: set[TP] = set()
 
-    async def update(self, consumer: ConsumerView) -> dict[TP, tuple[int | None, int]]:
-        """Refresh the gauge; returns ``{(topic, partition): (newest offset done with, lag)}`` for the watchdog."""
+    async def update(self, consumer: ConsumerView) -> dict[TP, tuple[int | None, int | None]]:
+        """Refresh the gauge; returns ``{(topic, partition): (newest offset done with, lag)}`` for the watchdog
+        (lag None: nothing fetched from the partition yet, so its end is not known here)."""
         owned = {(tp.topic, tp.partition): tp for tp in consumer.assignment() if tp.topic == self.topic}
         for key in self._series - set(owned):
             self._gauge.remove(key[0], str(key[1]))
             self._series.discard(key)
             self._progress.forget(key)
-        health: dict[TP, tuple[int | None, int]] = {}
+        health: dict[TP, tuple[int | None, int | None]] = {}
         for key, tp in owned.items():
             highwater = consumer.highwater(tp)
-            if highwater is None:
-                continue  # nothing fetched from it yet
+            if highwater is None:  # nothing fetched from it yet: no gauge, the watchdog asks the broker if stuck
+                health[key] = (self._progress.offset(key), None)
+                continue
             done = self._progress.offset(key)
             position = await consumer.position(tp) if done is None else None
             lag = self._progress.lag(key, highwater, position)

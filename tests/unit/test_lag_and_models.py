@@ -44,6 +44,11 @@ def test_lag_counts_from_the_newest_offset_done_with_and_drops_partitions_that_m
     asyncio.run(tracker.update(consumer))
     assert registry.get_sample_value("streamrec_consumer_lag_messages", {"topic": "events", "partition": "0"}) is None
     assert progress.offset(("events", 0)) is None
+    p2 = TP("events", 2)  # assigned, never fetched from: no gauge, an unknown lag for the watchdog
+    consumer.assigned = {p1, p2}
+    health = asyncio.run(tracker.update(consumer))
+    assert health[("events", 2)] == (None, None)
+    assert registry.get_sample_value("streamrec_consumer_lag_messages", {"topic": "events", "partition": "2"}) is None
 
 
 class Engine:

@@ -76,3 +76,46 @@ def test_watch_reports_once_from_its_thread():
     done = threading.Event()
     dog.watch(lambda reason: (reasons.append(reason), done.set()), interval=0.01)
     assert done.wait(5) and len(reasons) == 1
+
+
+def test_a_partition_never_fetched_from_is_a_stall_only_when_the_broker_says_events_wait_there():
+    clock = Clock()
+    waiting = {"tps": set(), "asked": []}
+
+    def events_waiting(tps):
+        waiting["asked"].append(list(tps))
+        return waiting["tps"] & set(tps)
+
+    dog = Watchdog(10.0, lambda: True, clock, events_waiting=events_waiting)
+    dog.beat({TP: (None, None)}, busy=False)  # assigned, nothing fetched: its lag is unknown
+    clock.now = 11
+    dog.beat({TP: (None, None)}, busy=False)
+    assert dog.stalled() is None and waiting["asked"] == [[TP]]  # nothing waits there: an idle partition
+    clock.now = 15
+    assert dog.stalled() is None and len(waiting["asked"]) == 1  # not asked again before another timeout
+    waiting["tps"] = {TP}  # events arrive, and the consumer still never fetches them
+    clock.now = 22
+    dog.beat({TP: (None, None)}, busy=False)
+    assert "events[0]" in dog.stalled()
+
+
+def test_a_never_fetched_partition_is_not_checked_without_a_way_to_ask():
+    clock = Clock()
+    dog = Watchdog(10.0, lambda: True, clock)
+    dog.beat({TP: (None, None)}, busy=False)
+    clock.now = 11
+    dog.beat({TP: (None, None)}, busy=False)
+    assert dog.stalled() is None
+
+
+def test_a_failed_question_to_the_broker_is_not_a_stall():
+    clock = Clock()
+
+    def events_waiting(tps):
+        raise ConnectionError("broker went away")
+
+    dog = Watchdog(10.0, lambda: True, clock, events_waiting=events_waiting)
+    dog.beat({TP: (None, None)}, busy=False)
+    clock.now = 11
+    dog.beat({TP: (None, None)}, busy=False)
+    assert dog.stalled() is None
