@@ -59,16 +59,16 @@ class NewItems:
         if self._synced.get(engine) == state:
             return 0
         with self._lock:
-            encoder = self._encoder(engine)
-            if encoder is None:
-                self._synced[engine] = state
-                return 0
             vocab = engine.vocab
             new = [
                 item
                 for item in self._catalog.items()
                 if item.available and item.item_id not in vocab and (item.title or item.text)
             ]
+            encoder = self._encoder(engine) if new else None  # loaded on first need (~100 MB for MiniLM)
+            if encoder is None:
+                self._synced[engine] = state
+                return 0
             added = 0
             started = time.monotonic()
             for start in range(0, len(new), BATCH):

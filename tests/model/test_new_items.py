@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -10,6 +11,7 @@ from prometheus_client import CollectorRegistry
 
 from serving.artifact import load_artifact, resolve_version
 from serving.engine import Engine
+from serving.registry import SWAPPED, ModelRegistry, engine_loader
 from streams.catalog import Catalog
 from streams.items import Item
 from streams.metrics import Metrics
@@ -68,3 +70,20 @@ def test_a_new_version_gets_the_catalog_before_it_serves_and_many_items_go_in_ba
     other = Engine(engine.artifact, device="cpu")
     assert NewItems(catalog, metrics, lambda e: None).sync(other) == 0  # no text encoder: nothing, and no error
     assert len(other.rows) == other.trained_rows
+
+
+def test_a_swapped_in_version_serves_the_new_items_from_its_first_batch(engine, tmp_path):
+    root = engine.artifact.path.parent
+    catalog, metrics = Catalog(), Metrics.create(CollectorRegistry())
+    warm = next(iter(engine.vocab))
+    new_items = NewItems(catalog, metrics, FakeText)
+    registry = ModelRegistry(root, engine_loader("cpu", 8, 0, True, prepare=new_items.prepare))
+    catalog.apply("fresh", Item("fresh", title=f"like {warm}"))
+    new_items.sync(registry.current)
+    assert "fresh" in registry.current.vocab
+    newer = root / "99990102T000000Z-good00"
+    shutil.copytree(engine.artifact.path, newer)
+    manifest = json.loads((newer / "manifest.json").read_text())
+    (newer / "manifest.json").write_text(json.dumps({**manifest, "model_version": newer.name}))
+    assert registry.poll() == SWAPPED
+    assert registry.current.version == newer.name and "fresh" in registry.current.vocab  # before its first batch
