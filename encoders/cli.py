@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import sys
 from pathlib import Path
@@ -142,9 +143,24 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--cold-rows",
         choices=("catalog", "appended"),
-        default="catalog",
-        help="catalog: cold rows (text only) are in the table during training "
+        help="catalog (default): cold rows (text only) are in the table during training "
         "(as streamrec train does); appended: added after training (live catalog)",
+    )
+    c.add_argument(
+        "--live-path",
+        action="store_true",
+        help="appended rows measured through the worker's own path: publish the model, load it with the "
+        "serving Engine and TextRows, add the cold items with engine.add_items and rank with engine.recommend; "
+        "plain, neighbour-imputed and validation-chosen rows of new items (docs/model.md, 'Cold start')",
+    )
+    c.add_argument(
+        "--live-models", type=Path, help="with --live-path: publish the version here (default: a temporary folder)"
+    )
+    c.add_argument(
+        "--id-dropout",
+        type=float,
+        default=_D_TRAIN.id_dropout,
+        help="probability to train each item as a text-only row per step (keeps text-only rows usable)",
     )
     c.add_argument("--json", type=Path, help="also write the report as JSON to this file")
     _add_hparam_args(c)
@@ -250,6 +266,11 @@ def _cold_start(args: argparse.Namespace) -> int:
     from encoders.pipeline import TextOptions, cold_start_evaluation
 
     model_cfg, train_cfg = _training_setup(args)
+    train_cfg = dataclasses.replace(train_cfg, id_dropout=args.id_dropout)
+    if args.live_path:
+        return _live_path(args, model_cfg, train_cfg)
+    if args.live_models is not None:
+        raise DataError("--live-models goes with --live-path.")
     report = cold_start_evaluation(
         _source(args),
         model_cfg,
@@ -258,10 +279,39 @@ def _cold_start(args: argparse.Namespace) -> int:
         protocol=args.cold_protocol,
         holdout=args.cold_holdout,
         min_users=args.cold_min_users,
-        rows=args.cold_rows,
+        rows=args.cold_rows or "catalog",
         progress=not args.no_progress,
     )
     print(format_report(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def _live_path(args: argparse.Namespace, model_cfg: ModelConfig, train_cfg: TrainConfig) -> int:
+    import json
+
+    from encoders.coldstart import format_live_report, run_live_path
+
+    if args.cold_rows == "catalog":
+        raise DataError("--live-path measures rows appended after training; drop --cold-rows catalog.")
+    data = _source(args).load()
+    if not any(info.full_text for info in data.items.values()):
+        raise DataError("--cold-start ranks unseen items from their text: give item titles or texts.")
+    report = run_live_path(
+        data,
+        model_cfg,
+        train_cfg,
+        text_model=args.text_model,
+        protocol=args.cold_protocol,
+        holdout=args.cold_holdout,
+        min_users=args.cold_min_users,
+        progress=not args.no_progress,
+        model_root=args.live_models,
+        ort_threads=args.threads or 0,
+    )
+    report["data"] = {"source": data.source, "users": len(data.user_ids), "events": data.n_events}
+    print(format_live_report(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -3,13 +3,23 @@
 Training builds the row of an item it has never seen (cold start) as ``text_proj(text_emb)`` where ``text_emb`` is the
 item's mean-pooled, L2-normalised MiniLM embedding of :func:`item_text` (a zero vector when the item has no text).
 :class:`TextRows` computes the same row for a brand-new item from the files a version ships (docs/artifact.md):
-``text_encoder.onnx`` (transformer + pooling + normalisation), ``tokenizer.json`` and ``text_proj.npz``.
+``text_encoder.onnx`` (transformer + pooling + normalisation), ``tokenizer.json`` and ``text_proj.npz``
+(:meth:`TextRows.projection`).
+
+A text-only row lacks the id part that trained rows (``id_emb + text_proj(text_emb)``) have. :meth:`TextRows.rows`
+(what the worker adds) can calibrate it (:class:`Calibration`, :class:`NeighbourImputer`): **neighbour imputation**
+adds a softmax-weighted mean of the id parts of the item's ``neighbours`` most text-similar trained items (the id part
+of a trained item is its exported row minus ``text_proj`` of its exported text embedding: ``item_emb.npy``,
+``item_text_emb.npy``, ``text_proj.npz``, nothing but the version's own files), and ``row_scale`` scales the row.
+It is off unless the manifest names one (``text.calibration``) or the caller passes one: measured through the worker's
+path it did not help (docs/model.md, "Cold start").
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +28,7 @@ import onnxruntime as ort
 from tokenizers import Tokenizer
 
 from serving.artifact import (
+    TEXT_EMB_FILE,
     TEXT_ENCODER_INPUTS,
     TEXT_ENCODER_OUTPUT,
     TEXT_PROJ_FILE,
@@ -38,11 +49,118 @@ def item_text(title: str, category: str | None, text: str) -> str:
     return ". ".join(p for p in (title, category, text) if p)
 
 
-class TextRows:
-    """Item-table rows from item texts, as training computes text-only (cold-start) rows.
+@dataclass(frozen=True)
+class Calibration:
+    """Neighbour imputation of a new item's id part (see the module docstring and :class:`NeighbourImputer`).
 
-    Build it with :meth:`load`. :meth:`rows` and :meth:`embed` are blocking (call them from a worker thread);
-    onnxruntime sessions and tokenizers may be used from several threads at once.
+    A new item's row is ``row_scale * (text_proj(text_emb) + scale * imputed_id_part)``.
+
+    Attributes:
+        neighbours: how many of the most text-similar trained items are averaged.
+        temperature: softmax temperature over their cosine similarities (small: the nearest dominates).
+        scale: multiplier of the imputed id part (0: none).
+        row_scale: multiplier of the whole row (below 1: new items score closer to 0, fewer reach a list).
+    """
+
+    neighbours: int = 10
+    temperature: float = 0.05
+    scale: float = 1.0
+    row_scale: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.neighbours < 1 or not self.temperature > 0 or not self.scale >= 0 or not self.row_scale > 0:
+            raise ValueError(f"invalid calibration {self}: neighbours >= 1, temperature > 0, scale >= 0, row_scale > 0")
+
+
+# What TextRows.load gives a version whose manifest names no ``text.calibration``: the plain projection. Neighbour
+# imputation did not raise the whole-catalog NDCG@10 of users whose next item is new, on the simulator or ML-1M, for any
+# setting that costs warm users less than 2% (docs/model.md, "Cold start"), so it is opt-in.
+DEFAULT_CALIBRATION: Calibration | None = None
+
+
+class NeighbourImputer:
+    """The id part of a new item's row from the id parts of the trained items whose text is closest to its text.
+
+    Args:
+        text_emb: float32 ``[m, text_dim]`` text embeddings of the trained items that have a text.
+        id_parts: float32 ``[m, dim]`` their id parts (exported row minus ``text_proj(text_emb)``).
+        calibration: neighbours, temperature and scale.
+    """
+
+    def __init__(self, text_emb: np.ndarray, id_parts: np.ndarray, calibration: Calibration) -> None:
+        norm = np.linalg.norm(text_emb, axis=1, keepdims=True)
+        self.unit = (text_emb / np.maximum(norm, 1e-12)).astype(np.float32)  # [m, text_dim]
+        self.id_parts = np.ascontiguousarray(id_parts, dtype=np.float32)  # [m, dim]
+        self.calibration = calibration
+
+    @classmethod
+    def from_table(
+        cls,
+        item_emb: np.ndarray,
+        text_emb: np.ndarray,
+        weight: np.ndarray,
+        bias: np.ndarray,
+        calibration: Calibration,
+        rows: np.ndarray | None = None,
+    ) -> NeighbourImputer | None:
+        """From an exported item table: the trained rows with a text and an id part (catalog-only rows, trained as
+        text-only rows, have none), or None when there is no such row.
+
+        Args:
+            item_emb: float32 ``[n_rows, dim]`` (``item_emb.npy``).
+            text_emb: float32 ``[n_rows, text_dim]`` (``item_text_emb.npy``; zero rows: no text).
+            weight, bias: the text projection (``text_proj.npz``).
+            calibration: neighbours, temperature and scale.
+            rows: only these rows may be neighbours (default: all items, rows >= 2).
+        """
+        proj = text_emb @ weight + bias  # [n_rows, dim]
+        parts = item_emb - proj  # [n_rows, dim]
+        has_text = np.linalg.norm(text_emb, axis=1) > 0
+        has_id = np.linalg.norm(parts, axis=1) > 1e-4 * (1.0 + np.linalg.norm(item_emb, axis=1))
+        keep = has_text & has_id
+        keep[:2] = False  # pad and unknown
+        if rows is not None:
+            only = np.zeros_like(keep)
+            only[np.asarray(rows, dtype=np.int64)] = True
+            keep &= only
+        if not keep.any():
+            return None
+        return cls(text_emb[keep], parts[keep], calibration)
+
+    def __len__(self) -> int:
+        return int(self.id_parts.shape[0])
+
+    def id_part(self, text_emb: np.ndarray, batch_size: int = 1024) -> np.ndarray:
+        """Imputed id parts ``[n, dim]`` of items with these text embeddings (zero for a zero embedding).
+
+        Cost: one ``[n, text_dim] x [text_dim, m]`` product and a partial sort of its rows, in chunks of at most
+        ``batch_size`` items and about 16M similarities.
+        """
+        cal = self.calibration
+        k = min(cal.neighbours, len(self))
+        batch_size = max(1, min(batch_size, (1 << 24) // len(self)))
+        out = np.zeros((len(text_emb), self.id_parts.shape[1]), dtype=np.float32)
+        norm = np.linalg.norm(text_emb, axis=1)
+        for start in range(0, len(text_emb), batch_size):
+            chunk = np.arange(start, min(start + batch_size, len(text_emb)))
+            chunk = chunk[norm[chunk] > 0]
+            if chunk.size == 0:
+                continue
+            unit = text_emb[chunk] / norm[chunk, None]  # [b, text_dim]
+            sims = unit @ self.unit.T  # [b, m]
+            top = np.argpartition(-sims, k - 1, axis=1)[:, :k] if k < sims.shape[1] else np.argsort(-sims, axis=1)
+            near = np.take_along_axis(sims, top, axis=1)  # [b, k]
+            w = np.exp((near - near.max(axis=1, keepdims=True)) / cal.temperature)  # [b, k]
+            w /= w.sum(axis=1, keepdims=True)
+            out[chunk] = cal.scale * np.einsum("bk,bkd->bd", w, self.id_parts[top])  # [b, dim]
+        return out
+
+
+class TextRows:
+    """Item-table rows from item texts: training's text-only (cold-start) rows, calibrated against the trained rows.
+
+    Build it with :meth:`load`. :meth:`rows`, :meth:`projection` and :meth:`embed` are blocking (call them from a
+    worker thread); onnxruntime sessions and tokenizers may be used from several threads at once.
     """
 
     def __init__(
@@ -53,6 +171,8 @@ class TextRows:
         bias: np.ndarray,
         pad_id: int,
         max_length: int,
+        imputer: NeighbourImputer | None = None,
+        calibration: Calibration | None = None,
     ) -> None:
         self.session = session
         self.tokenizer = tokenizer
@@ -60,11 +180,19 @@ class TextRows:
         self.bias = bias  # float32 [dim]
         self.pad_id = pad_id
         self.max_length = max_length
+        self.imputer = imputer
+        self.calibration = calibration
         self.text_dim, self.dim = int(weight.shape[0]), int(weight.shape[1])
         self.device = "cuda" if "CUDAExecutionProvider" in session.get_providers() else "cpu"
 
     @classmethod
-    def load(cls, artifact: Artifact, device: str = "cpu", threads: int = 1) -> TextRows | None:
+    def load(
+        cls,
+        artifact: Artifact,
+        device: str = "cpu",
+        threads: int = 1,
+        calibration: Calibration | None | str = "auto",
+    ) -> TextRows | None:
         """The text rows of a model version, or None when it ships no text encoder.
 
         A version has none when it was trained without text (``--no-text``) or exported by an older
@@ -74,6 +202,10 @@ class TextRows:
             artifact: a version read by :func:`serving.artifact.load_artifact` (file hashes already checked).
             device: "cpu", "cuda" or "auto", as the worker's engine (:func:`serving.engine.select_providers`).
             threads: onnxruntime intra-op threads (0: onnxruntime's default, one per core).
+            calibration: the neighbour imputation of :meth:`rows`; None: :meth:`rows` is the plain
+                :meth:`projection` (also when the version ships no ``item_text_emb.npy``); "auto": the manifest's
+                ``text.calibration`` when it has one (an object with :class:`Calibration`'s fields, or null for the
+                plain projection), else :data:`DEFAULT_CALIBRATION` (the plain projection).
 
         Raises:
             ArtifactError: a text file is missing, unreadable or does not match the manifest.
@@ -111,13 +243,25 @@ class TextRows:
                 f"{path / names['encoder']} gives {width}-dim text embeddings, {path / names['proj_file']} "
                 f"projects {weight.shape[0]}-dim ones; {REEXPORT}"
             )
-        rows = cls(session, tokenizer, weight, bias, pad_id, max_length)
+        if calibration == "auto":
+            calibration = _manifest_calibration(path, text)
+        elif calibration is not None and not isinstance(calibration, Calibration):
+            raise ValueError(f"calibration must be a Calibration, None or 'auto', not {calibration!r}")
+        imputer = None
+        if calibration is not None and calibration.scale > 0:
+            text_emb = _read_text_emb(artifact, text.get("emb_file", TEXT_EMB_FILE), weight.shape[0])
+            if text_emb is not None:
+                imputer = NeighbourImputer.from_table(artifact.item_emb, text_emb, weight, bias, calibration)
+        rows = cls(session, tokenizer, weight, bias, pad_id, max_length, imputer, calibration)
         logger.info(
-            "text encoder of model %s loaded on %s: %d-dim text, max %d tokens",
+            "text encoder of model %s loaded on %s: %d-dim text, max %d tokens; new rows: %s",
             artifact.version,
             rows.device,
             rows.text_dim,
             max_length,
+            f"{calibration}, id parts imputed from {len(imputer) if imputer is not None else 0} trained items"
+            if calibration is not None
+            else "the plain text projection",
         )
         return rows
 
@@ -146,8 +290,16 @@ class TextRows:
             out[chunk] = self.session.run([TEXT_ENCODER_OUTPUT], feeds)[0]
         return out
 
-    def rows(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
-        """Item-table rows ``text_proj(text_emb)`` of items with these texts (see :func:`item_text`).
+    def text_emb(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Text embeddings as training stores them: float32 ``[n, text_dim]``, zero for an empty text."""
+        emb = np.zeros((len(texts), self.text_dim), dtype=np.float32)  # [n, text_dim]
+        which = [k for k, t in enumerate(texts) if t]
+        if which:
+            emb[which] = self.embed([texts[k] for k in which], batch_size)
+        return emb
+
+    def projection(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """Training's text-only rows ``text_proj(text_emb)`` of items with these texts (see :func:`item_text`).
 
         An empty text gives the projection of a zero text embedding (the bias), as training does for an
         item without text.
@@ -155,11 +307,56 @@ class TextRows:
         Returns:
             float32 ``[len(texts), dim]``.
         """
-        emb = np.zeros((len(texts), self.text_dim), dtype=np.float32)  # [n, text_dim]
-        which = [k for k, t in enumerate(texts) if t]
-        if which:
-            emb[which] = self.embed([texts[k] for k in which], batch_size)
+        emb = self.text_emb(texts, batch_size)
         return (emb @ self.weight + self.bias).astype(np.float32, copy=False)  # [n, dim]
+
+    def rows(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
+        """The rows the worker adds for new items with these texts: :meth:`projection` plus the id part imputed
+        from the most text-similar trained items, times ``row_scale`` (when calibrated, see :class:`Calibration`;
+        an empty text gets no id part).
+
+        Returns:
+            float32 ``[len(texts), dim]``.
+        """
+        emb = self.text_emb(texts, batch_size)
+        out = emb @ self.weight + self.bias  # [n, dim]
+        if self.imputer is not None:
+            out = out + self.imputer.id_part(emb)
+        if self.calibration is not None and self.calibration.row_scale != 1.0:
+            out = out * self.calibration.row_scale
+        return out.astype(np.float32, copy=False)
+
+
+def _manifest_calibration(path: Path, text: dict[str, Any]) -> Calibration | None:
+    """The manifest's ``text.calibration`` (null: the plain projection), else :data:`DEFAULT_CALIBRATION`."""
+    if "calibration" not in text:
+        return DEFAULT_CALIBRATION
+    value = text["calibration"]
+    if value is None:
+        return None
+    try:
+        return Calibration(**value)
+    except (TypeError, ValueError) as exc:
+        raise ArtifactError(
+            f"{path / 'manifest.json'}: text.calibration {value!r} is not a calibration ({exc}); {REEXPORT}"
+        ) from None
+
+
+def _read_text_emb(artifact: Artifact, name: Any, text_dim: int) -> np.ndarray | None:
+    """The exported text embeddings of the item table, or None when the version ships none."""
+    path = artifact.path
+    if not isinstance(name, str) or not name or name not in artifact.manifest.get("files", {}):
+        logger.info("model %s ships no item text embeddings: new rows are the plain projection", artifact.version)
+        return None
+    try:
+        table = np.load(path / name, allow_pickle=False)
+    except Exception as exc:
+        raise ArtifactError(f"{path / name} is not a numpy array file ({exc}); {REEXPORT}") from None
+    if table.shape != (artifact.item_emb.shape[0], text_dim):
+        raise ArtifactError(
+            f"{path / name} is {list(table.shape)}, expected [{artifact.item_emb.shape[0]}, {text_dim}]; {REEXPORT}"
+        )
+    return np.ascontiguousarray(table, dtype=np.float32)
 
 
 def _read_tokenizer(path: Path, max_length: int) -> tuple[Tokenizer, int]:

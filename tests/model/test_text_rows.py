@@ -17,7 +17,7 @@ from encoders.text import TextEncoder, export_text_encoder
 from encoders.train import build_model, seed_everything
 from encoders.vocab import Vocabulary
 from serving.artifact import load_artifact, sha256_of
-from serving.text_rows import TextRows, item_text
+from serving.text_rows import Calibration, TextRows, item_text
 
 CATALOG = [
     ("i1", "red trail sneakers", "shoes", "light sneakers for muddy trails"),
@@ -104,25 +104,33 @@ def test_manifest_lists_the_encoder_and_tokenizer(text_model):
 def test_rows_equal_training_text_only_rows(text_model, rows, encoder):
     model = text_model[0]
     expected = _training_rows(model, encoder, TEXTS)
-    got = rows.rows(TEXTS)
+    got = rows.projection(TEXTS)
     assert got.shape == (len(TEXTS), model.config.dim) and got.dtype == np.float32
     err = float(np.abs(got - expected).max())
     print(f"\nmax abs difference to training's text_proj(text_emb) over {len(TEXTS)} texts: {err:.2e}")
     assert err < 1e-4
     np.testing.assert_allclose(got[TEXTS.index("")], model.text_proj.bias.detach().numpy(), atol=1e-6)
     # batch size and order do not matter
-    np.testing.assert_allclose(rows.rows(TEXTS[::-1], batch_size=3)[::-1], got, atol=1e-5)
-    np.testing.assert_allclose(rows.rows([TEXTS[0]])[0], got[0], atol=1e-5)
+    np.testing.assert_allclose(rows.projection(TEXTS[::-1], batch_size=3)[::-1], got, atol=1e-5)
+    np.testing.assert_allclose(rows.projection([TEXTS[0]])[0], got[0], atol=1e-5)
     emb = rows.embed([t for t in TEXTS if t])
     np.testing.assert_allclose(emb, encoder.encode([t for t in TEXTS if t], progress=False), atol=1e-5)
-    assert rows.rows([]).shape == (0, model.config.dim)
+    assert rows.rows([]).shape == (0, model.config.dim) == rows.projection([]).shape
+    # what the worker adds (rows): by default the projection itself; with neighbour imputation, plus an id part
+    assert rows.imputer is None
+    np.testing.assert_allclose(rows.rows(TEXTS), got, atol=1e-6)
+    imputed = TextRows.load(load_artifact(text_model[1]), calibration=Calibration())
+    assert imputed is not None and imputed.imputer is not None
+    calibrated = imputed.rows(TEXTS, batch_size=3)
+    np.testing.assert_allclose(calibrated, got + imputed.imputer.id_part(rows.text_emb(TEXTS)), atol=1e-5)
+    np.testing.assert_allclose(calibrated[TEXTS.index("")], got[TEXTS.index("")], atol=1e-6)  # no text: no id part
 
 
 def test_rows_of_catalog_items_match_the_exported_item_table(text_model, rows):
     """i4 was never in a training sequence: its exported row is text-only, the row TextRows computes."""
     art = load_artifact(text_model[1])
     texts = [item_text(title, category, text) for _, title, category, text in CATALOG]
-    got = rows.rows(texts)
+    got = rows.projection(texts)
     np.testing.assert_allclose(got[3], art.item_emb[art.item_ids.index("i4")], atol=1e-4)
     assert not np.allclose(got[0], art.item_emb[art.item_ids.index("i1")], atol=1e-3)  # trained: id + text
 
