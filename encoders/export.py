@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import shutil
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -133,7 +135,15 @@ def export_onnx(model: SASRec, path: str | Path, top_k: int, dynamo: bool = True
             "top_scores": {0: "batch"},
             "top_ids": {0: "batch"},
         }
-    # quiet "torchvision is not installed" and per-initializer INFO lines of the exporter
+    with quiet_onnx_export():
+        warnings.filterwarnings("ignore", message=".*axis name.*will not be used.*")
+        torch.onnx.export(graph, args, str(path), **kwargs)
+
+
+@contextlib.contextmanager
+def quiet_onnx_export() -> Iterator[None]:
+    """Around ``torch.onnx.export``: no gradients, no deprecation warnings, and the exporter's loggers (e.g.
+    "torchvision is not installed", per-initializer INFO lines) at ERROR; add more warning filters inside."""
     names = ("torch.onnx._internal.exporter._registration", "onnx_ir", "onnxscript")
     noisy = [logging.getLogger(n) for n in names]
     levels = [log.level for log in noisy]
@@ -142,8 +152,7 @@ def export_onnx(model: SASRec, path: str | Path, top_k: int, dynamo: bool = True
     try:
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore", category=DeprecationWarning)
-            warnings.filterwarnings("ignore", message=".*axis name.*will not be used.*")
-            torch.onnx.export(graph, args, str(path), **kwargs)
+            yield
     finally:
         for log, level in zip(noisy, levels, strict=True):
             log.setLevel(level)

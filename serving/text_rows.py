@@ -307,7 +307,9 @@ class TextRows:
         Returns:
             float32 ``[len(texts), dim]``.
         """
-        emb = self.text_emb(texts, batch_size)
+        return self._project(self.text_emb(texts, batch_size))
+
+    def _project(self, emb: np.ndarray) -> np.ndarray:
         return (emb @ self.weight + self.bias).astype(np.float32, copy=False)  # [n, dim]
 
     def rows(self, texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
@@ -319,7 +321,7 @@ class TextRows:
             float32 ``[len(texts), dim]``.
         """
         emb = self.text_emb(texts, batch_size)
-        out = emb @ self.weight + self.bias  # [n, dim]
+        out = self._project(emb)  # [n, dim]
         if self.imputer is not None:
             out = out + self.imputer.id_part(emb)
         if self.calibration is not None and self.calibration.row_scale != 1.0:

@@ -11,6 +11,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -32,6 +33,19 @@ def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(np.asarray(values), q)) if values else float("nan")
 
 
+def time_calls(call: Callable[[], object], seconds: float) -> list[float]:
+    """Seconds per ``call()``: three untimed calls, then timed ones for ``seconds`` (at least five)."""
+    for _ in range(3):
+        call()
+    timings = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(timings) < 5:
+        started = time.perf_counter()
+        call()
+        timings.append(time.perf_counter() - started)
+    return timings
+
+
 def bench_engine(version: Path, devices: list[str], threads: int = 0, seconds: float = 1.5) -> list[dict]:
     """Calls/s and users/s of one onnxruntime call per batch size and device."""
     artifact = load_artifact(version)
@@ -43,14 +57,7 @@ def bench_engine(version: Path, devices: list[str], threads: int = 0, seconds: f
             engine = Engine(artifact, device=device, max_batch=batch, threads=threads)
             sequences = [[catalog[i] for i in rng.integers(0, len(catalog), artifact.max_len)] for _ in range(batch)]
             item_seq = engine.encode(sequences).copy()
-            for _ in range(3):
-                engine.score(item_seq)
-            timings = []
-            deadline = time.perf_counter() + seconds
-            while time.perf_counter() < deadline or len(timings) < 5:
-                started = time.perf_counter()
-                engine.score(item_seq)
-                timings.append(time.perf_counter() - started)
+            timings = time_calls(partial(engine.score, item_seq), seconds)
             p50 = _pct(timings, 50)
             rows.append(
                 {

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import time
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from serving.artifact import ArtifactError, load_artifact, resolve_version
 from serving.engine import Engine
 from serving.text_rows import TextRows, item_text
 from streams.settings import Settings
+from streams.tools.bench import time_calls
 from streams.tools.models import train
 from streams.tools.simulate import simulate, write_dataset
 from streams.tools.worker_process import WorkerProcess, metric_value
@@ -81,15 +83,7 @@ def batch_cost(version: Path, factor: int = 10, batch: int = 256, seconds: float
             emb = rng.normal(0, 0.05, (extra, artifact.item_emb.shape[1])).astype(np.float32)
             engine.add_items([f"bench-new-{k}" for k in range(extra)], emb)
         item_seq = engine.encode(sequences).copy()
-        for _ in range(3):
-            engine.score(item_seq)
-        timings = []
-        deadline = time.perf_counter() + seconds
-        while time.perf_counter() < deadline or len(timings) < 5:
-            started = time.perf_counter()
-            engine.score(item_seq)
-            timings.append(time.perf_counter() - started)
-        p50 = float(np.percentile(timings, 50))
+        p50 = float(np.percentile(time_calls(partial(engine.score, item_seq), seconds), 50))
         rows.append({"catalog": label, "rows": len(engine.rows), "p50_ms": p50 * 1000, "users_per_s": batch / p50})
     return rows
 
