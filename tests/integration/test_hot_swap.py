@@ -54,6 +54,9 @@ def test_hot_swap_under_load_is_exactly_once_and_switches_once(start_worker, mod
             if n == N_EVENTS // 4:
                 publish_version(source, root, broken, broken=True)
             if n == N_EVENTS // 2:
+                # the broken version must have been seen before a newer one hides it (a slow start-up could
+                # otherwise first poll after both are published)
+                wait_until(lambda: f"model {broken} rejected" in worker.log(), timeout=60, what="the rejection")
                 swapped_at["published"] = time.time()
                 publish_version(source, root, v2)
             time.sleep(0.01)
