@@ -16,8 +16,8 @@ class Popularity:
         flat = np.concatenate([np.asarray(s, dtype=np.int64) for s in sequences] or [[]])
         self.counts = np.bincount(flat.astype(np.int64), minlength=n_rows)[:n_rows].astype(np.float32)
 
-    def score(self, histories: list[np.ndarray]) -> np.ndarray:
-        """Scores ``[B, N]``: the same popularity vector for every user."""
+    def score(self, histories: list[np.ndarray], behaviour: object = None) -> np.ndarray:
+        """Scores ``[B, N]``: the same popularity vector for every user (behaviour is not read)."""
         return np.broadcast_to(self.counts, (len(histories), len(self.counts))).copy()
 
 
@@ -63,8 +63,8 @@ class CoOccurrence:
         pop = Popularity(sequences, n_rows).counts
         self.tiebreak = (1e-3 * pop / max(pop.max(), 1.0)).astype(np.float32)
 
-    def score(self, histories: list[np.ndarray]) -> np.ndarray:
-        """Scores ``[B, N]`` from the newest ``n_last`` items of each history."""
+    def score(self, histories: list[np.ndarray], behaviour: object = None) -> np.ndarray:
+        """Scores ``[B, N]`` from the newest ``n_last`` items of each history (behaviour is not read)."""
         out = np.tile(self.tiebreak, (len(histories), 1))
         for b, hist in enumerate(histories):
             for j, item in enumerate(np.asarray(hist)[::-1][: self.n_last]):

@@ -12,6 +12,7 @@ import torch
 from encoders.config import ModelConfig, TrainConfig
 from encoders.sasrec import SASRec
 from encoders.vocab import Vocabulary
+from serving.behaviour import Behaviours
 
 logger = logging.getLogger(__name__)
 
@@ -33,6 +34,7 @@ class Checkpoint:
     training: dict[str, Any]
     metrics: dict[str, Any]
     text_model: str | None
+    behaviours: Behaviours | None = None
 
 
 def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
@@ -49,6 +51,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
             "training": ckpt.training,
             "metrics": ckpt.metrics,
             "text_model": ckpt.text_model,
+            "behaviour": ckpt.behaviours.to_manifest() if ckpt.behaviours else None,
         },
         p,
     )
@@ -76,4 +79,5 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         training=raw["training"],
         metrics=raw["metrics"],
         text_model=raw["text_model"],
+        behaviours=Behaviours.from_manifest(raw.get("behaviour")),
     )

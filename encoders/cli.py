@@ -114,6 +114,13 @@ def _parser() -> argparse.ArgumentParser:
         help="fuse item text embeddings (default: when items have text)",
     )
     text.add_argument("--no-text", dest="text", action="store_false")
+    t.add_argument(
+        "--behaviour",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="add learned event-type and scenario embeddings at every position (default: when the events "
+        "differ in event type or scenario; --no-behaviour: items only)",
+    )
     _add_text_model_arg(t)
     t.add_argument("--no-progress", action="store_true", help="hide progress bars")
 
@@ -163,6 +170,14 @@ def _parser() -> argparse.ArgumentParser:
         help="probability to train each item as a text-only row per step (keeps text-only rows usable)",
     )
     c.add_argument("--json", type=Path, help="also write the report as JSON to this file")
+    b = e.add_argument_group("behaviour ablation (trains fresh models; nothing is exported)")
+    b.add_argument(
+        "--behaviour-ablation",
+        action="store_true",
+        help="train SASRec with and without event-type and scenario embeddings on the same split and seeds; "
+        "test metrics overall and by the event type of the user's newest event",
+    )
+    b.add_argument("--seeds", default="1,2", help="comma-separated seeds of --behaviour-ablation")
     _add_hparam_args(c)
     c.add_argument("--seed", type=int, default=_D_TRAIN.seed)
     c.add_argument("--threads", type=int, help="torch CPU threads (default: torch's choice)")
@@ -195,6 +210,7 @@ def _train(args: argparse.Namespace) -> int:
         text=TextOptions(args.text, args.text_model),
         checkpoint_dir=args.checkpoint_dir,
         progress=not args.no_progress,
+        behaviour=args.behaviour,
     )
     r = outcome.result
     print(
@@ -216,6 +232,10 @@ def _evaluate(args: argparse.Namespace) -> int:
         if args.model is not None:
             raise DataError("--cold-start trains its own model; drop --model.")
         return _cold_start(args)
+    if args.behaviour_ablation:
+        if args.model is not None:
+            raise DataError("--behaviour-ablation trains its own models; drop --model.")
+        return _ablation(args)
     if args.model is None:
         raise DataError("evaluate needs --model VERSION (or --cold-start).")
     metrics = evaluate_version(args.model, _source(args), device=args.device)
@@ -283,6 +303,23 @@ def _cold_start(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(format_report(report))
+    if args.json:
+        args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+    return 0
+
+
+def _ablation(args: argparse.Namespace) -> int:
+    import json
+
+    from encoders.ablation import behaviour_ablation, format_ablation
+
+    try:
+        seeds = tuple(int(s) for s in args.seeds.split(","))
+    except ValueError:
+        raise DataError(f"--seeds takes comma-separated integers, not {args.seeds!r}") from None
+    model_cfg, train_cfg = _training_setup(args)
+    report = behaviour_ablation(_source(args), model_cfg, train_cfg, seeds, progress=not args.no_progress)
+    print(format_ablation(report))
     if args.json:
         args.json.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
     return 0

@@ -38,6 +38,9 @@ class ModelConfig(DictConfig):
         n_heads: attention heads (must divide ``dim``).
         dropout: dropout on embeddings, attention weights and feed-forward outputs.
         text_dim: size of the item text embeddings fused into the item table (0 = no text).
+        n_types: rows of the event-type embedding added at every position (padding, "other", the data's
+            types: ``serving.behaviour.Behaviours``); 0 = the model reads items only.
+        n_scenarios: rows of the scenario embedding, likewise (0 with ``n_types`` 0).
         init_std: standard deviation of the normal initialisation of the item and position
             embeddings (0.02, as in the published SASRec+CE code; on MovieLens-1M it reached a
             given validation NDCG@10 in about half the epochs of ``dim ** -0.5``).
@@ -51,6 +54,8 @@ class ModelConfig(DictConfig):
     dropout: float = 0.2
     text_dim: int = 0
     init_std: float = 0.02
+    n_types: int = 0
+    n_scenarios: int = 0
 
     def __post_init__(self) -> None:
         if self.init_std <= 0:
@@ -61,6 +66,8 @@ class ModelConfig(DictConfig):
             raise ValueError("max_len, dim, n_layers and n_heads must be positive")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must be in [0, 1), not {self.dropout}")
+        if bool(self.n_types) != bool(self.n_scenarios) or min(self.n_types, self.n_scenarios) < 0:
+            raise ValueError("n_types and n_scenarios are both 0 (no behaviour) or both positive")
         if self.dim % self.n_heads:
             raise ValueError(f"dim={self.dim} must be a multiple of n_heads={self.n_heads}")
 

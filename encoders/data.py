@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from serving.behaviour import NO_SCENARIO
 from serving.text_rows import item_text
 from streams.records import DEFAULT_EVENT_TYPES, DEFAULT_MAX_EVENT_BYTES, InvalidEvent, parse_event
 
@@ -44,12 +45,16 @@ class Interactions:
         user_ids: external user ids, one per sequence.
         sequences: external item ids per user, oldest first.
         items: item metadata by external id; may list items that no user touched.
+        behaviour: per user, the ``(event_type, scenario)`` of each event, aligned with ``sequences``
+            (scenario ``""`` when the event names none); None when the source has no behaviour (SASRec
+            files, MovieLens ratings).
     """
 
     source: str
     user_ids: tuple[str, ...]
     sequences: tuple[tuple[str, ...], ...]
     items: dict[str, ItemInfo] = field(default_factory=dict)
+    behaviour: tuple[tuple[tuple[str, str], ...], ...] | None = None
 
     @property
     def n_events(self) -> int:
@@ -58,7 +63,15 @@ class Interactions:
 
     def with_items(self, items: dict[str, ItemInfo]) -> Interactions:
         """Returns a copy with the given item metadata."""
-        return Interactions(self.source, self.user_ids, self.sequences, items)
+        return Interactions(self.source, self.user_ids, self.sequences, items, self.behaviour)
+
+    @property
+    def has_behaviour(self) -> bool:
+        """True when the events differ in event type or scenario (something for behaviour embeddings to read)."""
+        if self.behaviour is None:
+            return False
+        kinds = {step for steps in self.behaviour for step in steps}
+        return len({t for t, _ in kinds}) > 1 or len({s for _, s in kinds}) > 1
 
 
 def _check_file(path: str | Path, what: str, flag: str) -> Path:
@@ -70,14 +83,19 @@ def _check_file(path: str | Path, what: str, flag: str) -> Path:
     return p
 
 
-def _group(rows: list[tuple[str, float, int, str]], source: str) -> Interactions:
-    """Groups ``(user, ts, order, item)`` rows into chronological sequences."""
-    by_user: dict[str, list[tuple[float, int, str]]] = defaultdict(list)
-    for user, ts, order, item in rows:
-        by_user[user].append((ts, order, item))
+def _group(rows: list[tuple], source: str) -> Interactions:
+    """Groups ``(user, ts, order, item)`` rows into chronological sequences; rows of
+    ``(user, ts, order, item, event_type, scenario)`` give the behaviour too."""
+    by_user: dict[str, list[tuple]] = defaultdict(list)
+    for user, *rest in rows:
+        by_user[user].append(tuple(rest))
     users = sorted(by_user, key=natural_key)
-    seqs = tuple(tuple(item for _, _, item in sorted(by_user[u])) for u in users)
-    return Interactions(source, tuple(users), seqs)
+    ordered = [sorted(by_user[u], key=lambda r: (r[0], r[1])) for u in users]
+    seqs = tuple(tuple(r[2] for r in steps) for steps in ordered)
+    behaviour = None
+    if rows and len(rows[0]) == 6:
+        behaviour = tuple(tuple((r[3], r[4]) for r in steps) for steps in ordered)
+    return Interactions(source, tuple(users), seqs, behaviour=behaviour)
 
 
 _NUMBERED = re.compile(r"(\D*)(\d+)")
@@ -142,7 +160,7 @@ def load_events_jsonl(
     """
     p = _check_file(events_path, "Events", "--events")
     types = frozenset(event_types)
-    rows: list[tuple[str, float, int, str]] = []
+    rows: list[tuple[str, float, int, str, str, str]] = []
     seen_ids: set[str] = set()
     refused: Counter[str] = Counter()
     with p.open("rb") as f:
@@ -160,7 +178,7 @@ def load_events_jsonl(
                 if event.event_id in seen_ids:
                     continue
                 seen_ids.add(event.event_id)
-            rows.append((event.user_id, event.ts, n, event.item_id))
+            rows.append((event.user_id, event.ts, n, event.item_id, event.event_type, event.scenario or NO_SCENARIO))
     if refused:
         logger.warning(
             "%s: skipped %d events the worker would dead-letter (%s)",

@@ -16,7 +16,7 @@ from encoders.split import EvalSet, Split, left_pad
 logger = logging.getLogger(__name__)
 
 SPLIT_NAME = "leave-last-out, full ranking, seen excluded"
-ScoreFn = Callable[[list[np.ndarray]], np.ndarray]
+ScoreFn = Callable[..., np.ndarray]  # (histories[, behaviour]) -> [B, N] scores; see evaluate_scorer
 
 
 def metrics_from_ranks(ranks: np.ndarray, k: int = 10) -> dict[str, float]:
@@ -59,25 +59,39 @@ def target_ranks(scores: np.ndarray, targets: np.ndarray, histories: list[np.nda
     return np.where(np.isfinite(t[:, 0]), ahead, np.inf)
 
 
-def evaluate_scorer(score_fn: ScoreFn, eval_set: EvalSet, k: int = 10, batch_size: int = 256) -> dict[str, float]:
-    """Evaluates a scorer ``histories -> [B, N] scores`` on an evaluation set."""
+def scorer_ranks(score_fn: ScoreFn, eval_set: EvalSet, batch_size: int = 256) -> np.ndarray:
+    """0-based rank of each target (``inf``: excluded) under a scorer ``histories -> [B, N] scores``; when the set
+    has behaviour, the scorer is called as ``score_fn(histories, behaviour)`` (baselines ignore it)."""
     ranks = []
+    behaviour = eval_set.behaviour
     for start in range(0, len(eval_set), batch_size):
         hist = list(eval_set.histories[start : start + batch_size])
-        scores = score_fn(hist)
+        if behaviour is None:
+            scores = score_fn(hist)
+        else:
+            scores = score_fn(hist, list(behaviour[start : start + batch_size]))
         ranks.append(target_ranks(scores, eval_set.targets[start : start + batch_size], hist))
-    return metrics_from_ranks(np.concatenate(ranks) if ranks else np.zeros(0), k)
+    return np.concatenate(ranks) if ranks else np.zeros(0)
+
+
+def evaluate_scorer(score_fn: ScoreFn, eval_set: EvalSet, k: int = 10, batch_size: int = 256) -> dict[str, float]:
+    """Evaluates a scorer on an evaluation set (see :func:`scorer_ranks`)."""
+    return metrics_from_ranks(scorer_ranks(score_fn, eval_set, batch_size), k)
 
 
 def model_scorer(model: SASRec, device: torch.device | str = "cpu") -> ScoreFn:
-    """Wraps a SASRec model (eval mode, no grad) as a scorer."""
+    """Wraps a SASRec model (eval mode, no grad) as a scorer; behaviour ids are used when the model reads them."""
 
-    def score(histories: list[np.ndarray]) -> np.ndarray:
+    def score(histories: list[np.ndarray], behaviour: list[np.ndarray] | None = None) -> np.ndarray:
         was_training = model.training
         model.eval()
+        max_len = model.config.max_len
         with torch.no_grad():
-            seq = torch.from_numpy(left_pad(histories, model.config.max_len)).to(device)
-            out = model.score_last(seq).float().cpu().numpy()
+            seq = torch.from_numpy(left_pad(histories, max_len)).to(device)
+            steps = None
+            if behaviour is not None and model.config.n_types:
+                steps = torch.from_numpy(left_pad(behaviour, max_len)).to(device)  # [B, L, 2]
+            out = model.score_last(seq, behaviour=steps).float().cpu().numpy()
         model.train(was_training)
         return out
 

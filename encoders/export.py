@@ -18,6 +18,7 @@ from encoders.config import FIRST_ITEM_ID, PAD_ID, UNK_ID
 from encoders.sasrec import SASRec
 from encoders.vocab import Vocabulary
 from serving.artifact import (
+    BEHAVIOUR_INPUTS,
     INPUTS,
     ITEM_EMB_FILE,
     ITEMS_FILE,
@@ -26,6 +27,7 @@ from serving.artifact import (
     TEXT_EMB_FILE,
     TEXT_PROJ_FILE,
 )
+from serving.behaviour import OTHER, Behaviours
 from serving.publish import new_tmp_dir, publish
 
 logger = logging.getLogger(__name__)
@@ -52,6 +54,8 @@ class ScoringGraph(nn.Module):
         item_emb: torch.Tensor,
         item_bias: torch.Tensor,
         seen_penalty: torch.Tensor,
+        type_seq: torch.Tensor | None = None,
+        scenario_seq: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Scores and ranks the catalog.
 
@@ -60,11 +64,16 @@ class ScoringGraph(nn.Module):
             item_emb: ``[N, D]`` float32 item table (input embedding and scorer).
             item_bias: ``[N]`` float32 added to every score (-inf: never recommend).
             seen_penalty: ``[1]`` float32 added per occurrence to each item of ``item_seq``.
+            type_seq: ``[B, L]`` int64 event-type ids of the positions (a model that reads behaviour only).
+            scenario_seq: ``[B, L]`` int64 scenario ids of the positions (likewise).
 
         Returns:
             ``top_scores`` ``[B, K]`` descending and ``top_ids`` ``[B, K]`` int64.
         """
-        h = self.model.encode(item_seq, item_emb, last_only=True)[:, -1, :]  # [B, D] newest position
+        behaviour = None
+        if type_seq is not None and scenario_seq is not None:
+            behaviour = torch.stack([type_seq, scenario_seq], dim=-1)  # [B, L, 2]
+        h = self.model.encode(item_seq, item_emb, last_only=True, behaviour=behaviour)[:, -1, :]  # [B, D]
         scores = h @ item_emb.T + item_bias  # [B, N]
         penalty = torch.zeros_like(item_seq, dtype=scores.dtype) + seen_penalty  # [B, L]
         scores = scores.scatter_add(1, item_seq, penalty)  # [B, N]
@@ -105,14 +114,20 @@ def export_onnx(model: SASRec, path: str | Path, top_k: int, dynamo: bool = True
     n_rows = cfg.n_rows
     seq = torch.randint(FIRST_ITEM_ID, n_rows, (2, cfg.max_len), dtype=torch.int64)
     seq[0, : cfg.max_len // 2] = PAD_ID
-    args = (
+    args: tuple[torch.Tensor, ...] = (
         seq,
         torch.from_numpy(item_table(model)),
         torch.from_numpy(default_bias(n_rows)),
         torch.tensor([float("-inf")]),
     )
+    names = list(INPUTS)
+    if cfg.n_types:
+        types = torch.randint(OTHER, cfg.n_types, seq.shape, dtype=torch.int64) * (seq != PAD_ID)
+        scenarios = torch.randint(OTHER, cfg.n_scenarios, seq.shape, dtype=torch.int64) * (seq != PAD_ID)
+        args = (*args, types, scenarios)
+        names += list(BEHAVIOUR_INPUTS)
     kwargs: dict[str, Any] = {
-        "input_names": list(INPUTS),
+        "input_names": names,
         "output_names": list(OUTPUTS),
         "opset_version": OPSET,
         "dynamo": dynamo,
@@ -124,6 +139,7 @@ def export_onnx(model: SASRec, path: str | Path, top_k: int, dynamo: bool = True
             "item_emb": {0: rows},
             "item_bias": {0: rows},
             "seen_penalty": None,
+            **{name: {0: batch} for name in names[len(INPUTS) :]},
         }
         kwargs["external_data"] = False
         kwargs["verbose"] = False
@@ -132,6 +148,7 @@ def export_onnx(model: SASRec, path: str | Path, top_k: int, dynamo: bool = True
             "item_seq": {0: "batch"},
             "item_emb": {0: "n_rows"},
             "item_bias": {0: "n_rows"},
+            **{name: {0: "batch"} for name in names[len(INPUTS) :]},
             "top_scores": {0: "batch"},
             "top_ids": {0: "batch"},
         }
@@ -186,6 +203,7 @@ def write_artifact(
     metrics: dict[str, Any],
     extra_config: dict[str, Any] | None = None,
     text_model: str | None = None,
+    behaviours: Behaviours | None = None,
 ) -> Path:
     """Writes a complete model version into ``model_root`` (``.tmp-*`` then rename).
 
@@ -199,6 +217,7 @@ def write_artifact(
         extra_config: more hyper-parameters for the manifest's ``config`` (training ones).
         text_model: the text model's folder when the model uses text embeddings: its encoder and tokenizer
             are exported too (``text_encoder.onnx``, ``tokenizer.json``) for the worker's rows of new items.
+        behaviours: the event types and scenarios of a model that reads behaviour (the manifest's ``behaviour``).
 
     Returns:
         The published version folder.
@@ -206,6 +225,9 @@ def write_artifact(
     cfg = model.config
     if vocab.n_rows != cfg.n_rows:
         raise ValueError(f"vocabulary has {vocab.n_rows} rows, the model {cfg.n_rows}")
+    sizes = (behaviours.n_types, behaviours.n_scenarios) if behaviours else (0, 0)
+    if sizes != (cfg.n_types, cfg.n_scenarios):
+        raise ValueError(f"behaviour vocabularies have {sizes} rows, the model {(cfg.n_types, cfg.n_scenarios)}")
     top_k = min(top_k, vocab.n_items)
     tmp = new_tmp_dir(model_root)
     try:
@@ -233,7 +255,7 @@ def write_artifact(
     manifest = {
         "model_type": "sasrec",
         "opset": OPSET,
-        "inputs": list(INPUTS),
+        "inputs": list(INPUTS) + (list(BEHAVIOUR_INPUTS) if behaviours else []),
         "outputs": list(OUTPUTS),
         "max_len": cfg.max_len,
         "pad_id": PAD_ID,
@@ -242,6 +264,7 @@ def write_artifact(
         "dim": cfg.dim,
         "top_k": top_k,
         "text": text,
+        "behaviour": behaviours.to_manifest() if behaviours else None,
         "config": {**cfg.to_dict(), **(extra_config or {})},
         "training": training,
         "metrics": metrics,

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from encoders.checkpoint import Checkpoint, default_checkpoint_dir, load_checkpoint, save_checkpoint
 from encoders.config import FIRST_ITEM_ID, ModelConfig, TrainConfig
@@ -30,6 +31,7 @@ from encoders.export import write_artifact
 from encoders.split import Split, leave_last_out, left_pad
 from encoders.train import TrainResult, build_model, resolve_device, seed_everything, train_model
 from encoders.vocab import Vocabulary
+from serving.behaviour import Behaviours
 
 logger = logging.getLogger(__name__)
 
@@ -114,10 +116,25 @@ def text_embeddings(texts: list[str], opts: TextOptions, device: str, progress: 
     return table, str(enc.path)
 
 
-def prepare(data: Interactions, use_text: bool) -> tuple[Vocabulary, Split]:
-    """Vocabulary and leave-last-out split of internal-id sequences."""
+def behaviour_of(data: Interactions, enabled: bool | None) -> Behaviours | None:
+    """The behaviour vocabularies the model reads: ``enabled`` None = when the events differ in event type or
+    scenario; True without any behaviour in the data is an error."""
+    if enabled is False or (enabled is None and not data.has_behaviour):
+        return None
+    if data.behaviour is None:
+        raise DataError("--behaviour needs events with event types and scenarios (--events); drop it.")
+    steps = [step for steps in data.behaviour for step in steps]
+    return Behaviours.build((t for t, _ in steps), (s for _, s in steps))
+
+
+def prepare(data: Interactions, use_text: bool, behaviours: Behaviours | None = None) -> tuple[Vocabulary, Split]:
+    """Vocabulary and leave-last-out split of internal-id sequences, with each position's behaviour ids when
+    ``behaviours`` is given."""
     vocab = Vocabulary.build(data, include_catalog_only=use_text)
-    return vocab, leave_last_out([vocab.encode_seq(s) for s in data.sequences])
+    if behaviours is None or data.behaviour is None:
+        return vocab, leave_last_out([vocab.encode_seq(s) for s in data.sequences])
+    steps = [behaviours.encode([t for t, _ in user], [s for _, s in user]) for user in data.behaviour]
+    return vocab, leave_last_out([vocab.encode_seq(s) for s in data.sequences], steps)
 
 
 def train_and_export(
@@ -128,6 +145,7 @@ def train_and_export(
     text: TextOptions = TextOptions(),
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
+    behaviour: bool | None = None,
 ) -> TrainOutcome:
     """Loads data, trains SASRec, evaluates it and both baselines on the test split, saves a
     checkpoint and publishes a new artifact version under ``model_root``.
@@ -140,10 +158,12 @@ def train_and_export(
         text: text embedding options.
         checkpoint_dir: where ``<version>.pt`` goes (default ``<model_root>-checkpoints``).
         progress: show progress bars.
+        behaviour: read each event's type and scenario (None = when the events differ in them).
     """
     data = source.load()
     use_text = _use_text(data, text)
-    vocab, split = prepare(data, use_text)
+    behaviours = behaviour_of(data, behaviour)
+    vocab, split = prepare(data, use_text, behaviours)
     if len(split.valid) == 0:
         raise DataError("No user has 3 or more events, so there is nothing to validate on; give more events per user.")
     logger.info("data %s: %d users, %d items, %d events", data.source, len(data.user_ids), vocab.n_items, data.n_events)
@@ -155,6 +175,8 @@ def train_and_export(
         model_config,
         n_rows=vocab.n_rows,
         text_dim=0 if text_emb is None else int(text_emb.shape[1]),
+        n_types=behaviours.n_types if behaviours else 0,
+        n_scenarios=behaviours.n_scenarios if behaviours else 0,
     )
     seed_everything(train_config.seed)
     model = build_model(cfg, split.train, text_emb)
@@ -176,8 +198,9 @@ def train_and_export(
         "seconds_per_epoch": round(result.seconds_per_epoch, 3),
         "device": result.device,
         "seed": train_config.seed,
+        "threads": torch.get_num_threads(),
     }
-    ckpt = Checkpoint(result.model.cpu(), vocab, train_config, training, metrics, text_model)
+    ckpt = Checkpoint(result.model.cpu(), vocab, train_config, training, metrics, text_model, behaviours)
     version = write_artifact(
         ckpt.model,
         vocab,
@@ -187,6 +210,7 @@ def train_and_export(
         metrics=metrics,
         extra_config=_train_summary(train_config),
         text_model=text_model,
+        behaviours=behaviours,
     )
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(model_root)
     ckpt_path = save_checkpoint(ckpt_dir / f"{version.name}.pt", ckpt)
@@ -227,6 +251,7 @@ def export_checkpoint(checkpoint: str | Path, model_root: str | Path, top_k: int
         metrics=ckpt.metrics,
         extra_config=_train_summary(ckpt.train_config),
         text_model=ckpt.text_model,
+        behaviours=ckpt.behaviours,
     )
 
 
@@ -249,12 +274,19 @@ def evaluate_version(
         load_artifact(version_dir), device="cuda" if device.startswith("cuda") else "cpu", max_batch=batch_size
     )
     vocab = Vocabulary(engine.artifact.item_ids[FIRST_ITEM_ID:], ("",) * engine.artifact.n_items)
-    split = leave_last_out([vocab.encode_seq(s) for s in source.load().sequences])
+    data = source.load()
+    split = leave_last_out([vocab.encode_seq(s) for s in data.sequences])
+    # the test histories' behaviour, as the worker keeps it: (event types, scenarios) of every item but the last
+    steps = [tuple(zip(*user[:-1], strict=True)) for user in data.behaviour or () if len(user) >= 3]
     ranks = []
     test = split.test
     for start in range(0, len(test), batch_size):
         histories = test.histories[start : start + batch_size]
-        scores, ids = engine.score(left_pad(histories, engine.max_len))
+        item_seq = left_pad(histories, engine.max_len)
+        behaviour = None
+        if engine.behaviours is not None and steps:
+            behaviour = engine.encode_behaviour(item_seq, steps[start : start + batch_size])
+        scores, ids = engine.score(item_seq, behaviour=behaviour)
         for row, hist in enumerate(histories):
             # the graph masks the last max_len items; the protocol excludes the whole history
             keep = np.isfinite(scores[row]) & ~np.isin(ids[row], hist)

@@ -32,6 +32,9 @@ class SASRec(nn.Module):
         d = config.dim
         self.item_emb = nn.Embedding(config.n_rows, d, padding_idx=PAD_ID)
         self.pos_emb = nn.Embedding(config.max_len, d)
+        if config.n_types:  # behaviour: what was done (event type) and where (scenario), at every position
+            self.type_emb = nn.Embedding(config.n_types, d, padding_idx=PAD_ID)
+            self.scenario_emb = nn.Embedding(config.n_scenarios, d, padding_idx=PAD_ID)
         self.emb_dropout = ByteDropout(config.dropout)
         self.blocks = nn.ModuleList(SASRecBlock(d, config.n_heads, config.dropout) for _ in range(config.n_layers))
         self.final_norm = nn.LayerNorm(d)
@@ -47,8 +50,13 @@ class SASRec(nn.Module):
                 nn.init.xavier_uniform_(p)
         nn.init.normal_(self.item_emb.weight, std=self.config.init_std)
         nn.init.normal_(self.pos_emb.weight, std=self.config.init_std)
+        behaviour = (self.type_emb, self.scenario_emb) if self.config.n_types else ()
+        for emb in behaviour:
+            nn.init.normal_(emb.weight, std=self.config.init_std)
         with torch.no_grad():
             self.item_emb.weight[PAD_ID].zero_()
+            for emb in behaviour:
+                emb.weight[PAD_ID].zero_()
 
     def item_table(self, id_dropout: float = 0.0) -> torch.Tensor:
         """Returns the item embedding table ``[N, D]`` (row 0 all zeros).
@@ -68,7 +76,13 @@ class SASRec(nn.Module):
         not_pad[PAD_ID] = 0.0
         return table * not_pad  # [N, D]
 
-    def encode(self, item_seq: torch.Tensor, table: torch.Tensor, last_only: bool = False) -> torch.Tensor:
+    def encode(
+        self,
+        item_seq: torch.Tensor,
+        table: torch.Tensor,
+        last_only: bool = False,
+        behaviour: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Encodes left-padded sequences.
 
         Args:
@@ -79,6 +93,9 @@ class SASRec(nn.Module):
             table: item embedding table ``[N, D]``.
             last_only: return only the newest position, ``[B, 1, D]``; the last block then
                 computes that position alone (what serving needs, for less work).
+            behaviour: ``[B, L, 2]`` event-type and scenario ids of each position (``serving.behaviour``), padded
+                like ``item_seq``; their embeddings are added to the item's. Used only by a model built with
+                ``n_types``; None there means "other" at every position.
 
         Returns:
             Hidden states ``[B, L, D]`` (or ``[B, 1, D]``); position ``t`` summarises items
@@ -88,6 +105,10 @@ class SASRec(nn.Module):
         nonpad = item_seq != PAD_ID  # [B, L]
         x = table[item_seq] * math.sqrt(self.config.dim)  # [B, L, D]
         x = x + self.pos_emb.weight[self.config.max_len - length :]  # [B, L, D]
+        if self.config.n_types:
+            if behaviour is None:
+                behaviour = torch.stack([nonpad.long(), nonpad.long()], dim=-1)  # [B, L, 2] "other" (1)
+            x = x + self.type_emb(behaviour[..., 0]) + self.scenario_emb(behaviour[..., 1])  # [B, L, D]
         x = self.emb_dropout(x) * nonpad.unsqueeze(-1)  # [B, L, D]
         idx = torch.arange(length, device=item_seq.device)
         causal = idx.unsqueeze(1) >= idx.unsqueeze(0)  # [L, L] query i sees key j <= i
@@ -102,17 +123,20 @@ class SASRec(nn.Module):
         keep = nonpad[:, -1:] if last_only else nonpad
         return self.final_norm(x) * keep.unsqueeze(-1)  # [B, L or 1, D]
 
-    def score_last(self, item_seq: torch.Tensor, table: torch.Tensor | None = None) -> torch.Tensor:
+    def score_last(
+        self, item_seq: torch.Tensor, table: torch.Tensor | None = None, behaviour: torch.Tensor | None = None
+    ) -> torch.Tensor:
         """Scores every row of the item table as the next item after each sequence.
 
         Args:
             item_seq: ``[B, L]`` left-padded internal ids.
             table: item table ``[N, D]``; defaults to :meth:`item_table`.
+            behaviour: ``[B, L, 2]`` behaviour ids (see :meth:`encode`).
 
         Returns:
             Scores ``[B, N]`` (no masking applied).
         """
         if table is None:
             table = self.item_table()
-        h = self.encode(item_seq, table, last_only=True)[:, -1, :]  # [B, D] newest position
+        h = self.encode(item_seq, table, last_only=True, behaviour=behaviour)[:, -1, :]  # [B, D] newest position
         return h @ table.T  # [B, N]

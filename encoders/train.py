@@ -22,6 +22,7 @@ from encoders.evaluate import evaluate_scorer, model_scorer
 from encoders.loss import full_softmax_ce
 from encoders.sasrec import SASRec
 from encoders.split import Split, left_pad
+from serving.behaviour import OTHER
 
 logger = logging.getLogger(__name__)
 
@@ -105,7 +106,12 @@ def build_model(config: ModelConfig, train_seqs: tuple[np.ndarray, ...], text_em
     return model
 
 
-def _training_arrays(train_seqs: tuple[np.ndarray, ...], max_len: int, windows: bool) -> tuple[np.ndarray, np.ndarray]:
+def _training_arrays(
+    train_seqs: tuple[np.ndarray, ...],
+    max_len: int,
+    windows: bool,
+    behaviour: tuple[np.ndarray, ...] | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Training samples: inputs ``seq[:-1]`` and targets ``seq[1:]``, left-padded to ``max_len``.
 
     Args:
@@ -114,20 +120,25 @@ def _training_arrays(train_seqs: tuple[np.ndarray, ...], max_len: int, windows: 
         windows: cut a history longer than ``max_len`` into consecutive windows, newest first,
             so every training event is a target once per epoch; False keeps only the newest
             ``max_len`` (one sample per user).
+        behaviour: optional ``[T, 2]`` behaviour ids aligned with ``train_seqs``: the inputs' behaviour.
 
     Returns:
-        ``inputs`` and ``targets``, both ``[S, max_len]``.
+        ``inputs`` and ``targets``, both ``[S, max_len]``, and the inputs' behaviour ``[S, max_len, 2]`` (or None).
     """
     inputs: list[np.ndarray] = []
     targets: list[np.ndarray] = []
-    for seq in train_seqs:
+    steps: list[np.ndarray] = []
+    for user, seq in enumerate(train_seqs):
         ends = range(len(seq) - 1, 0, -max_len)  # newest window first
         for end in ends if windows else ends[:1]:
             # the window predicts seq[start + 1:end + 1] from seq[start:end]
             start = max(end - max_len, 0)
             inputs.append(seq[start:end])
             targets.append(seq[start + 1 : end + 1])
-    return left_pad(inputs, max_len), left_pad(targets, max_len)  # [S, L], [S, L]
+            if behaviour is not None:
+                steps.append(behaviour[user][start:end])
+    padded_steps = left_pad(steps, max_len) if behaviour is not None else None
+    return left_pad(inputs, max_len), left_pad(targets, max_len), padded_steps  # [S, L], [S, L], [S, L, 2]
 
 
 def _batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, pool: int = 32) -> Iterator[np.ndarray]:
@@ -143,16 +154,23 @@ def _batches(lengths: np.ndarray, batch_size: int, rng: np.random.Generator, poo
         yield batches[k]
 
 
-def sequence_loss(model: SASRec, inputs: torch.Tensor, targets: torch.Tensor, cfg: TrainConfig) -> torch.Tensor:
+def sequence_loss(
+    model: SASRec,
+    inputs: torch.Tensor,
+    targets: torch.Tensor,
+    cfg: TrainConfig,
+    behaviour: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Mean cross-entropy of the next item at every non-padded position.
 
     ``ce``: softmax over the whole catalog (rows 2..N-1). ``sampled``: softmax over the target
-    and ``n_negatives`` uniform items shared by the batch (accidental hits masked).
+    and ``n_negatives`` uniform items shared by the batch (accidental hits masked). ``behaviour``: the inputs'
+    ``[B, L, 2]`` behaviour ids, for a model that reads them.
     """
     table = model.item_table(cfg.id_dropout)  # [N, D]
     bf16 = cfg.precision == "bf16"
     with torch.autocast(inputs.device.type, dtype=torch.bfloat16, enabled=bf16):
-        h = model.encode(inputs, table).float()  # [B, L, D]
+        h = model.encode(inputs, table, behaviour=behaviour).float()  # [B, L, D]
     mask = targets != PAD_ID  # [B, L]
     h, tgt = h[mask], targets[mask]  # [M, D], [M]
     if cfg.loss == "ce":  # softmax over catalog rows 2..N-1, logits [M, N-2] in chunks
@@ -188,7 +206,10 @@ def train_model(model: SASRec, split: Split, cfg: TrainConfig, progress: bool = 
     device = resolve_device(cfg.device)
     model.to(device)
     rng = np.random.default_rng(cfg.seed)
-    inputs_np, targets_np = _training_arrays(split.train, model.config.max_len, cfg.windows)
+    use_behaviour = bool(model.config.n_types) and split.train_behaviour is not None
+    inputs_np, targets_np, behaviour_np = _training_arrays(
+        split.train, model.config.max_len, cfg.windows, split.train_behaviour if use_behaviour else None
+    )
     if len(inputs_np) == 0:
         raise ValueError("no user has 2 or more training items; the data set is too small.")
     lengths = (inputs_np != PAD_ID).sum(1)
@@ -208,10 +229,14 @@ def train_model(model: SASRec, split: Split, cfg: TrainConfig, progress: bool = 
             crop = int(lengths[idx].max())  # drop columns that are padding in every row
             inputs = torch.from_numpy(inputs_np[idx, -crop:]).to(device)
             targets = torch.from_numpy(targets_np[idx, -crop:]).to(device)
+            behaviour = None if behaviour_np is None else torch.from_numpy(behaviour_np[idx, -crop:]).to(device)
             if cfg.unk_prob > 0:
                 drop = (torch.rand(inputs.shape, device=device) < cfg.unk_prob) & (inputs != PAD_ID)
                 inputs = inputs.masked_fill(drop, UNK_ID)
-            loss = sequence_loss(model, inputs, targets, cfg)
+                if behaviour is not None:  # as often, a position's behaviour is "other" (e.g. state from before it)
+                    lost = (torch.rand(behaviour.shape, device=device) < cfg.unk_prob) & (behaviour != PAD_ID)
+                    behaviour = behaviour.masked_fill(lost, OTHER)
+            loss = sequence_loss(model, inputs, targets, cfg, behaviour)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()

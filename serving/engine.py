@@ -11,10 +11,12 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from serving.artifact import INPUTS, OUTPUTS, Artifact, ArtifactError
+from serving.artifact import BEHAVIOUR_INPUTS, INPUTS, OUTPUTS, Artifact, ArtifactError
+from serving.behaviour import OTHER, PAD, Behaviours
 
 logger = logging.getLogger(__name__)
 
+Behaviour = tuple[Sequence[str | None], Sequence[str | None]]  # a sequence's event types and scenarios
 CUDA = "CUDAExecutionProvider"
 CPU = "CPUExecutionProvider"
 
@@ -110,10 +112,18 @@ class Engine:
             raise ArtifactError(f"{artifact.onnx_path} cannot be loaded by onnxruntime: {exc}") from None
         names_in = tuple(i.name for i in self.session.get_inputs())
         names_out = tuple(o.name for o in self.session.get_outputs())
-        if sorted(names_in) != sorted(INPUTS) or sorted(names_out) != sorted(OUTPUTS):
+        reads_behaviour = sorted(names_in) == sorted(INPUTS + BEHAVIOUR_INPUTS)
+        if not (reads_behaviour or sorted(names_in) == sorted(INPUTS)) or sorted(names_out) != sorted(OUTPUTS):
             raise ArtifactError(
                 f"{artifact.onnx_path} has inputs {names_in} and outputs {names_out}; "
-                f"expected {INPUTS} and {OUTPUTS} (docs/artifact.md): re-export the model"
+                f"expected {INPUTS} (and optionally {BEHAVIOUR_INPUTS}) and {OUTPUTS} (docs/artifact.md): "
+                "re-export the model"
+            )
+        self.behaviours = Behaviours.from_manifest(artifact.manifest.get("behaviour")) if reads_behaviour else None
+        if reads_behaviour and self.behaviours is None:
+            raise ArtifactError(
+                f"{artifact.onnx_path} reads event types and scenarios but {artifact.path / 'manifest.json'} has no "
+                "'behaviour' vocabularies: re-export the model with this streamrec version"
             )
         self.device = "cuda" if CUDA in self.session.get_providers() else "cpu"
         self.max_len = artifact.max_len
@@ -206,17 +216,44 @@ class Engine:
                 seq[row, length - len(tail) :] = [vocab_get(item, unk) for item in tail]
         return seq
 
+    def encode_behaviour(self, item_seq: np.ndarray, behaviours: Sequence[Behaviour] | None = None) -> np.ndarray:
+        """The ``[2, B, L]`` event-type and scenario ids beside ``item_seq`` (a model that reads behaviour).
+
+        ``behaviours[row]`` is ``(event types, scenarios)`` of the row's items, oldest first; a position without
+        one (state kept before sequences had it, or ``behaviours`` None) is "other".
+        """
+        assert self.behaviours is not None
+        known = item_seq != PAD
+        steps = np.repeat(np.where(known, OTHER, PAD)[None], 2, axis=0)  # [2, B, L]
+        if behaviours is not None:
+            for row, (types, scenarios) in enumerate(behaviours):
+                self.behaviours.fill(steps, row, types, scenarios)
+            steps[:, ~known] = PAD
+        return steps
+
     def score(
-        self, item_seq: np.ndarray, item_bias: np.ndarray | None = None, rows: ItemRows | None = None
+        self,
+        item_seq: np.ndarray,
+        item_bias: np.ndarray | None = None,
+        rows: ItemRows | None = None,
+        behaviour: np.ndarray | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         """One onnxruntime call: top scores [B, top_k] and internal ids [B, top_k].
 
         ``item_bias`` replaces the model's bias row for this call (-inf removes an item from every list).
+        ``behaviour``: the ``[2, B, L]`` ids of :meth:`encode_behaviour` (a model that reads behaviour; default
+        "other" at every position).
         """
         rows = rows or self.rows
+        extra: dict[str, np.ndarray] = {}
+        if self.behaviours is not None:
+            steps = self.encode_behaviour(item_seq) if behaviour is None else behaviour
+            extra = {BEHAVIOUR_INPUTS[0]: steps[0], BEHAVIOUR_INPUTS[1]: steps[1]}
         if self.device == "cuda":
             binding = self.session.io_binding()
             binding.bind_cpu_input("item_seq", item_seq)
+            for name, value in extra.items():
+                binding.bind_cpu_input(name, np.ascontiguousarray(value))
             for name, value in rows.device.items():
                 if name == "item_bias" and item_bias is not None:
                     binding.bind_cpu_input(name, item_bias)
@@ -234,6 +271,7 @@ class Engine:
                     "item_emb": rows.emb,
                     "item_bias": rows.item_bias if item_bias is None else item_bias,
                     "seen_penalty": self._seen_penalty,
+                    **extra,
                 },
             )
         return scores, ids
@@ -252,11 +290,13 @@ class Engine:
         sequences: Sequence[Sequence[str]],
         k: int,
         item_bias: np.ndarray | Callable[[ItemRows], np.ndarray] | None = None,
+        behaviours: Sequence[Behaviour] | None = None,
     ) -> list[list[ScoredItem]]:
         """Top-``k`` items for each sequence, in one model call per ``max_batch`` sequences.
 
         ``item_bias`` (see :meth:`score`) may be a function of the item rows the call is scored against (the
-        rows as of the call: items added meanwhile wait for the next one).
+        rows as of the call: items added meanwhile wait for the next one). ``behaviours``: each sequence's
+        ``(event types, scenarios)`` (see :meth:`encode_behaviour`), read by a model that reads behaviour.
         """
         if k > self.artifact.top_k:
             raise ValueError(f"k={k} is larger than the model's top_k={self.artifact.top_k}")
@@ -267,7 +307,10 @@ class Engine:
         for start in range(0, len(sequences), self.max_batch):
             chunk = sequences[start : start + self.max_batch]
             item_seq = self.encode(chunk, rows)
-            scores, ids = self.score(item_seq, bias, rows)
+            steps = None
+            if self.behaviours is not None and behaviours is not None:
+                steps = self.encode_behaviour(item_seq, behaviours[start : start + self.max_batch])
+            scores, ids = self.score(item_seq, bias, rows, steps)
             scores, ids = scores[:, :k], ids[:, :k]
             support = self.because(item_seq, ids, rows)
             for row in range(len(chunk)):

@@ -246,7 +246,9 @@ class Pipeline:
         history = histories.get(key)
         if history is None:
             history = UserHistory.from_json(self.table.get(key))
-        updated = apply_event(history, event.item_id, source.offset, self.settings.max_len)
+        updated = apply_event(
+            history, event.item_id, source.offset, self.settings.max_len, event.event_type, event.scenario
+        )
         if updated is not None:
             if self.lists is not None:
                 try:
@@ -275,6 +277,8 @@ class Pipeline:
             source.offset,
             event.event_type,
             event.scenario,
+            history.types,
+            history.scenarios,
         )
 
     def _grade(self, key: bytes, source: Source, event: Event, before: UserHistory, batch: Batch) -> None:
@@ -325,15 +329,16 @@ class Pipeline:
         """The lists for ``updates``: one model call, or one per scenario when the catalog filters by scenario."""
         k = self.settings.top_k
         if self.catalog is None or not len(self.catalog):
-            return engine.recommend([u.items for u in updates], k)
+            return engine.recommend([u.items for u in updates], k, None, _behaviour(updates))
         if not self.settings.scenario_filter:
-            return engine.recommend([u.items for u in updates], k, self._mask(None))
+            return engine.recommend([u.items for u in updates], k, self._mask(None), _behaviour(updates))
         groups: dict[str | None, list[int]] = {}
         for index, update in enumerate(updates):
             groups.setdefault(update.scenario, []).append(index)
         results: list[list[ScoredItem]] = [[] for _ in updates]
         for scenario, rows in groups.items():
-            lists = engine.recommend([updates[r].items for r in rows], k, self._mask(scenario))
+            chosen = [updates[r] for r in rows]
+            lists = engine.recommend([u.items for u in chosen], k, self._mask(scenario), _behaviour(chosen))
             for row, items in zip(rows, lists):
                 results[row] = items
         return results
@@ -387,6 +392,11 @@ class Pipeline:
         """Record the batch's offsets as done with (what lag and the watchdog see)."""
         for (topic, partition), offset in batch.offsets.items():
             self.progress.handled(topic, partition, offset)
+
+
+def _behaviour(updates: Sequence[Update]) -> list[tuple[tuple[str, ...], tuple[str, ...]]]:
+    """Each update's event types and scenarios, for a model that reads them."""
+    return [(u.types, u.scenarios) for u in updates]
 
 
 def _grade_record(

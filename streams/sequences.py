@@ -9,33 +9,50 @@ from typing import Any
 
 @dataclass(frozen=True, slots=True)
 class UserHistory:
-    """A user's recent items (external ids, oldest first), the last applied source offset and, once written, the
-    lists served for that sequence (online grading: see ``streams.grading.ServedLists``).
+    """A user's recent items (external ids, oldest first) with the event type and scenario of each (``""``: the
+    event named no scenario), the last applied source offset and, once written, the lists served for that
+    sequence (online grading: see ``streams.grading.ServedLists``).
 
     The offset makes updates idempotent: a replayed event (offset not above it) is not applied twice.
+    ``types`` and ``scenarios`` belong to the newest items: a value written before sequences kept them has none,
+    and its older items stay without (the model reads them as "other").
     """
 
     items: tuple[str, ...] = ()
     offset: int = -1
     served: Mapping[str, Any] | None = None
+    types: tuple[str, ...] = ()
+    scenarios: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """The table value (JSON-serialisable)."""
-        value: dict[str, Any] = {"items": list(self.items), "offset": self.offset}
+        value: dict[str, Any] = {
+            "items": list(self.items),
+            "offset": self.offset,
+            "types": list(self.types),
+            "scenarios": list(self.scenarios),
+        }
         if self.served is not None:
             value["served"] = self.served
         return value
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any] | None) -> UserHistory:
-        """Inverse of :meth:`to_json`; ``None`` (no value yet) is the empty history."""
+        """Inverse of :meth:`to_json`, which also reads values of the older shape (items and offset only);
+        ``None`` (no value yet) is the empty history."""
         if not value:
             return cls()
-        return cls(tuple(value.get("items", ())), int(value.get("offset", -1)), value.get("served"))
+        items = tuple(value.get("items", ()))
+        types = tuple(value.get("types", ()))[-len(items) :] if items else ()
+        scenarios = tuple(value.get("scenarios", ()))[-len(items) :] if items else ()
+        return cls(items, int(value.get("offset", -1)), value.get("served"), types, scenarios)
 
 
-def apply_event(history: UserHistory, item_id: str, offset: int, max_len: int) -> UserHistory | None:
-    """Append ``item_id`` and keep the newest ``max_len`` items (the lists served for the old sequence go).
+def apply_event(
+    history: UserHistory, item_id: str, offset: int, max_len: int, event_type: str = "", scenario: str | None = None
+) -> UserHistory | None:
+    """Append ``item_id`` with its event type and scenario and keep the newest ``max_len`` items (the lists served
+    for the old sequence go).
 
     Returns:
         The new history, or ``None`` when ``offset`` was already applied (a replay).
@@ -43,7 +60,9 @@ def apply_event(history: UserHistory, item_id: str, offset: int, max_len: int) -
     if offset <= history.offset:
         return None
     items = (history.items + (item_id,))[-max_len:]
-    return UserHistory(items, offset)
+    types = (history.types + (event_type,))[-max_len:]
+    scenarios = (history.scenarios + (scenario or "",))[-max_len:]
+    return UserHistory(items, offset, None, types, scenarios)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +78,8 @@ class Update:
     offset: int = -1  # of the event: the trigger of the list served for it
     event_type: str = ""
     scenario: str | None = None
+    types: tuple[str, ...] = ()  # of the items (the newest ones; see UserHistory)
+    scenarios: tuple[str, ...] = ()
 
 
 def latest_per_user(updates: Iterable[Update]) -> list[Update]:

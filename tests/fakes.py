@@ -22,7 +22,7 @@ class FakeEngine:
         self.vocab = {item: row for row, item in enumerate(catalog)}
         self.item_bias = np.zeros(len(catalog), dtype=np.float32)
 
-    def recommend(self, sequences, k, item_bias=None):
+    def recommend(self, sequences, k, item_bias=None, behaviours=None):
         self.calls.append([tuple(s) for s in sequences])
         if callable(item_bias):
             item_bias = item_bias(self)

@@ -117,7 +117,7 @@ NOOP_WORKER = """
 import sys
 from serving.engine import Engine, ScoredItem
 
-def recommend(self, sequences, k, item_bias=None):
+def recommend(self, sequences, k, item_bias=None, behaviours=None):
     constant = [ScoredItem(item, 0.0, None) for item in self.artifact.item_ids[2 : 2 + k]]
     return [constant for _ in sequences]
 

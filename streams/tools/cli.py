@@ -42,6 +42,11 @@ def _parser() -> argparse.ArgumentParser:
     sim.add_argument("--items", type=int, default=300)
     sim.add_argument("--events-per-user", type=int, default=40)
     sim.add_argument("--seed", type=int, default=7)
+    sim.add_argument(
+        "--behaviour",
+        action="store_true",
+        help="event types and scenarios that carry signal (shop, video, news), see docs/model.md",
+    )
 
     prod = sub.add_parser("produce", help="replay an event file into Kafka (JSONL, SASRec `user item`, ratings.dat)")
     prod.add_argument("file", type=Path)
@@ -151,8 +156,10 @@ def _run(args: argparse.Namespace) -> int:
         return run_worker(settings)
     if args.command == "simulate":
         from streams.tools.simulate import simulate, write_dataset
+        from streams.tools.simulate_behaviour import simulate_behaviour
 
-        events, items = simulate(args.users, args.items, args.events_per_user, args.seed)
+        generate = simulate_behaviour if args.behaviour else simulate
+        events, items = generate(args.users, args.items, args.events_per_user, args.seed)
         events_path, items_path = write_dataset(args.out, events, items)
         print(f"wrote {len(events)} events to {events_path} and {len(items)} items to {items_path}")
         return 0

@@ -90,6 +90,17 @@ _ADJECTIVES = (
 )
 
 
+def _title(nouns: tuple[str, ...], k: int, c: int, adjectives: tuple[str, ...] = _ADJECTIVES) -> tuple[str, str]:
+    """The ``k``-th title of category ``c`` drawn from ``nouns``: ``(noun, title)``, e.g. "vintage kettle".
+
+    Nouns cycle fastest, then adjectives (offset by the category); a full cycle adds " mk2", " mk3"...
+    """
+    noun = nouns[k % len(nouns)]
+    adj = adjectives[(k // len(nouns) + 7 * c) % len(adjectives)]
+    series = k // (len(nouns) * len(adjectives))
+    return noun, f"{adj} {noun}" + (f" mk{series + 1}" if series else "")
+
+
 def _make_items(n_items: int, rng: np.random.Generator) -> tuple[list[dict], np.ndarray]:
     """Builds the catalog: item dicts and the category index of every item."""
     names = list(_CATEGORIES)
@@ -103,10 +114,7 @@ def _make_items(n_items: int, rng: np.random.Generator) -> tuple[list[dict], np.
         nouns = _CATEGORIES[names[c]]
         k = per_cat_count[c]
         per_cat_count[c] += 1
-        noun = nouns[k % len(nouns)]
-        adj = _ADJECTIVES[(k // len(nouns) + 7 * c) % len(_ADJECTIVES)]
-        series = k // (len(nouns) * len(_ADJECTIVES))
-        title = f"{adj} {noun}" + (f" mk{series + 1}" if series else "")
+        noun, title = _title(nouns, k, c)
         items.append(
             {
                 "item_id": f"i{i}",

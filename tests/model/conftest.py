@@ -56,7 +56,7 @@ def sim_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _train_tiny(sim_dir: Path, root: Path, text: bool) -> TrainOutcome:
+def _train_tiny(sim_dir: Path, root: Path, text: bool, behaviour: bool | None = None) -> TrainOutcome:
     return train_and_export(
         DataSource(events=sim_dir / "events.jsonl", items=sim_dir / "items.jsonl"),
         TINY_MODEL,
@@ -64,6 +64,7 @@ def _train_tiny(sim_dir: Path, root: Path, text: bool) -> TrainOutcome:
         root / "models",
         text=TextOptions(enabled=text),
         progress=False,
+        behaviour=behaviour,
     )
 
 
@@ -71,6 +72,12 @@ def _train_tiny(sim_dir: Path, root: Path, text: bool) -> TrainOutcome:
 def trained(sim_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainOutcome:
     """SASRec (ids only) trained on the simulated data and exported."""
     return _train_tiny(sim_dir, tmp_path_factory.mktemp("models"), text=False)
+
+
+@pytest.fixture(scope="session")
+def trained_items_only(sim_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> TrainOutcome:
+    """The same SASRec trained without behaviour (``--no-behaviour``): a version exported before models read it."""
+    return _train_tiny(sim_dir, tmp_path_factory.mktemp("models_items"), text=False, behaviour=False)
 
 
 @pytest.fixture(scope="session")

@@ -51,7 +51,10 @@ def test_version_folder_and_manifest(trained):
     assert set(m) >= MANIFEST_KEYS
     assert m["format_version"] == 1 and m["model_version"] == vdir.name
     assert m["opset"] == 18 and m["model_type"] == "sasrec"
-    assert m["inputs"] == ["item_seq", "item_emb", "item_bias", "seen_penalty"]
+    # the simulated events differ in event type: the model reads behaviour, and the manifest names its vocabularies
+    assert m["inputs"] == ["item_seq", "item_emb", "item_bias", "seen_penalty", "type_seq", "scenario_seq"]
+    assert set(m["behaviour"]["event_types"]) == {"view", "click", "add_to_cart", "purchase"}
+    assert m["behaviour"]["scenarios"] == [""]  # the events name no scenario
     assert m["outputs"] == ["top_scores", "top_ids"]
     assert (m["pad_id"], m["unk_id"], m["max_len"], m["dim"], m["top_k"]) == (0, 1, 20, 32, 20)
     assert vdir.name.endswith(sha256_of(vdir / "model.onnx")[:6])
@@ -100,6 +103,8 @@ def test_onnx_graph_signature(trained):
         "item_emb": ["n_rows", 32],
         "item_bias": ["n_rows"],
         "seen_penalty": [1],
+        "type_seq": ["batch", 20],
+        "scenario_seq": ["batch", 20],
         "top_scores": ["batch", 20],
         "top_ids": ["batch", 20],
     }
@@ -118,6 +123,16 @@ def _fixed_batch(trained, n_rows):
     return left_pad(split_hist, 20)
 
 
+def _behaviour(seq, seed=0):
+    """Random event-type and scenario ids (other, or one of the model's) beside the padded sequences."""
+    rng = np.random.default_rng(seed)
+    nonpad = seq != 0
+    return {
+        "type_seq": np.where(nonpad, rng.integers(1, 6, size=seq.shape), 0),
+        "scenario_seq": np.where(nonpad, rng.integers(1, 3, size=seq.shape), 0),
+    }
+
+
 @pytest.mark.parametrize("penalty", [float("-inf"), 0.0])
 def test_onnxruntime_matches_torch(trained, session, penalty):
     art = load_artifact(trained.version_dir)
@@ -128,6 +143,7 @@ def test_onnxruntime_matches_torch(trained, session, penalty):
         "item_emb": art.item_emb,
         "item_bias": default_bias(n_rows),
         "seen_penalty": np.array([penalty], dtype=np.float32),
+        **_behaviour(seq),
     }
     top_scores, top_ids = session.run(None, feeds)
     graph = ScoringGraph(trained.result.model.cpu(), top_k=20)
@@ -139,7 +155,8 @@ def test_onnxruntime_matches_torch(trained, session, penalty):
     assert (top_ids >= 2).all()  # pad and unknown never recommended
     # plain torch model scores agree as well (no masking there, so compare the top item's score)
     with torch.no_grad():
-        full = trained.result.model.score_last(torch.from_numpy(seq)).numpy()
+        steps = torch.from_numpy(np.stack([feeds["type_seq"], feeds["scenario_seq"]], axis=-1))
+        full = trained.result.model.score_last(torch.from_numpy(seq), behaviour=steps).numpy()
     rows = np.arange(len(seq))
     if penalty == 0.0:
         np.testing.assert_allclose(top_scores[:, 0], full[rows, top_ids[:, 0]], atol=1e-4)
@@ -149,7 +166,7 @@ def test_seen_items_are_masked_and_catalog_can_grow(trained, session):
     art = load_artifact(trained.version_dir)
     n_rows, dim = art.item_emb.shape
     seq = _fixed_batch(trained, n_rows)
-    base = {"item_seq": seq, "item_emb": art.item_emb, "item_bias": default_bias(n_rows)}
+    base = {"item_seq": seq, "item_emb": art.item_emb, "item_bias": default_bias(n_rows), **_behaviour(seq)}
     _, masked = session.run(None, {**base, "seen_penalty": np.array([-np.inf], np.float32)})
     _, kept = session.run(None, {**base, "seen_penalty": np.array([0.0], np.float32)})
     for row in range(len(seq)):
@@ -158,7 +175,8 @@ def test_seen_items_are_masked_and_catalog_can_grow(trained, session):
 
     # A new item appended at run time, aligned with the user state, wins without re-export.
     with torch.no_grad():
-        h = trained.result.model.encode(torch.from_numpy(seq), torch.from_numpy(art.item_emb))
+        steps = torch.from_numpy(np.stack([base["type_seq"], base["scenario_seq"]], axis=-1))
+        h = trained.result.model.encode(torch.from_numpy(seq), torch.from_numpy(art.item_emb), behaviour=steps)
     new_row = 10.0 * h[0, -1].numpy()[None, :]
     grown = np.concatenate([art.item_emb, new_row]).astype(np.float32)
     _, ids = session.run(
@@ -168,6 +186,7 @@ def test_seen_items_are_masked_and_catalog_can_grow(trained, session):
             "item_emb": grown,
             "item_bias": default_bias(n_rows + 1),
             "seen_penalty": np.array([-np.inf], np.float32),
+            **_behaviour(seq),
         },
     )
     assert ids[0, 0] == n_rows  # the new row's id

@@ -5,12 +5,12 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 
 from encoders.split import left_pad
 from encoders.text import TextEncoder, default_text_model_path
 from serving.artifact import load_artifact, sha256_of
+from serving.engine import Engine
 
 
 @pytest.fixture(scope="module")
@@ -81,21 +81,13 @@ def test_cold_start_item_row_comes_from_text_and_is_scored(trained_text, sim_dir
         np.testing.assert_allclose(art.item_emb[row], from_text[row], atol=1e-5)
     assert not np.allclose(art.item_emb[known], from_text[known], atol=1e-3)  # id + text
 
-    sess = ort.InferenceSession(str(vdir / "model.onnx"), providers=["CPUExecutionProvider"])
+    engine = Engine(art, device="cpu")  # the graph through the worker's engine (behaviour inputs: "other")
     max_len = art.manifest["max_len"]
 
     def cold_scores(histories, item_id):
         bias = np.full(len(art.item_emb), -np.inf, dtype=np.float32)
         bias[ids[item_id]] = 0.0  # only the cold item can be ranked: read its score
-        scores, top = sess.run(
-            None,
-            {
-                "item_seq": left_pad(histories, max_len),
-                "item_emb": art.item_emb,
-                "item_bias": bias,
-                "seen_penalty": np.array([-np.inf], np.float32),
-            },
-        )
+        scores, top = engine.score(left_pad(histories, max_len), bias)
         assert (top[:, 0] == ids[item_id]).all()
         return scores[:, 0]
 

@@ -92,14 +92,14 @@ def test_time_budget_stops_after_one_validated_epoch(sim_dir):
 
 def test_windows_make_every_training_event_a_target_once():
     seqs = (np.arange(2, 14), np.array([5, 6]), np.array([7]))  # 11, 1 and 0 targets
-    inputs, targets = _training_arrays(seqs, max_len=4, windows=True)
+    inputs, targets, _ = _training_arrays(seqs, max_len=4, windows=True)
     assert inputs.shape == targets.shape == (4, 4)
     got = sorted(targets[targets != 0].tolist())
     assert got == sorted([*range(3, 14), 6])  # each event after a user's first, exactly once
     # every target is the event that follows its input in the user's history
     pairs = {(int(i), int(t)) for i, t in zip(inputs.ravel(), targets.ravel()) if t}
     assert pairs == {(x, x + 1) for x in range(2, 13)} | {(5, 6)}
-    newest, _ = _training_arrays(seqs, max_len=4, windows=False)
+    newest, _, _ = _training_arrays(seqs, max_len=4, windows=False)
     assert newest.tolist() == [[9, 10, 11, 12], [0, 0, 0, 5]]  # one sample per user
 
 

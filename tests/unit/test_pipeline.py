@@ -76,7 +76,13 @@ def test_a_batch_reads_and_writes_each_user_once_and_publishes_each_user_once():
     for offset, (user, item) in enumerate([("u1", "a"), ("u2", "b"), ("u1", "c"), ("u1", "d")]):
         h.put(offset, user, item, event_id=f"e{offset}")
     batch = run(h.handle(0, 1, 2, 3))
-    assert h.table[b"u1"] == {"items": ["a", "c", "d"], "offset": 3} and h.table[b"u2"]["items"] == ["b"]
+    assert h.table[b"u1"] == {
+        "items": ["a", "c", "d"],
+        "offset": 3,
+        "types": ["click", "click", "click"],
+        "scenarios": ["", "", ""],
+    }
+    assert h.table[b"u2"]["items"] == ["b"]
     assert sorted(k for k in h.table.writes if not k.startswith(b"\xff")) == [b"u1", b"u2"]
     assert [u.event_id for u in batch.updates.values()] == ["e1", "e3"]
     assert [r["trigger_event_id"] for _, r in h.recs.records] == ["e1", "e3"]

@@ -36,3 +36,25 @@ def test_latest_per_user_keeps_the_newest_update():
     latest = latest_per_user(updates)
     assert [u.user_id for u in latest] == ["u2", "u1"]
     assert latest[1].items == ("a", "c") and latest[1].event_id == "e3"
+
+
+def test_each_item_keeps_its_event_type_and_scenario_aligned_to_the_newest_max_len():
+    h = UserHistory()
+    for offset, (item, kind, scenario) in enumerate(
+        [("a", "view", "shop"), ("b", "purchase", None), ("c", "click", "news"), ("d", "view", "shop")]
+    ):
+        h = apply_event(h, item, offset, max_len=3, event_type=kind, scenario=scenario)
+    assert h.items == ("b", "c", "d")
+    assert h.types == ("purchase", "click", "view")
+    assert h.scenarios == ("", "news", "shop")  # an event without a scenario keeps ""
+    assert UserHistory.from_json(h.to_json()) == h
+
+
+def test_a_value_of_the_older_shape_is_read_and_its_old_items_stay_without_behaviour():
+    old = UserHistory.from_json({"items": ["x", "y"], "offset": 7})  # written before sequences kept behaviour
+    assert (old.items, old.offset, old.types, old.scenarios) == (("x", "y"), 7, (), ())
+    new = apply_event(old, "z", 8, max_len=3, event_type="purchase", scenario="shop")
+    assert new.items == ("x", "y", "z") and new.types == ("purchase",) and new.scenarios == ("shop",)
+    # once the old items have left the window, every kept item has its behaviour again
+    newer = apply_event(apply_event(apply_event(new, "p", 9, 3, "view"), "q", 10, 3, "view"), "r", 11, 3, "view")
+    assert len(newer.types) == len(newer.items) == 3
