@@ -69,7 +69,8 @@ def offline_ranks(version: Path, sequences: dict[str, list[str]]) -> dict[tuple[
     """(user, position) -> the rank of that event's item in the list the model makes from the items before it."""
     engine = Engine(load_artifact(version), device="cpu")
     keys = [(user, t) for user, items in sequences.items() for t in range(1, len(items))]
-    lists = engine.recommend([sequences[user][:t] for user, t in keys], 10)
+    clicks = [(["click"] * t, [""] * t) for _, t in keys]  # what `replay` sends: clicks without a scenario
+    lists = engine.recommend([sequences[user][:t] for user, t in keys], 10, behaviours=clicks)
     return {
         (user, t): grade(sequences[user][t], [i.item_id for i in served], set(sequences[user][:t])).rank
         for (user, t), served in zip(keys, lists)
