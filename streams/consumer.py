@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+from collections.abc import Mapping
 
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
+
+logger = logging.getLogger(__name__)
 
 # faust stops fetching a partition whose stream buffer is full, and when every partition is in that state it
 # sleeps a whole second before looking again. Under load that turns one full buffer into a stop-and-go cycle:
@@ -31,10 +35,13 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class Consumer(faust_aiokafka.Consumer):
-    """faust's consumer with three changes for latency and throughput (faust-streaming 0.15.3, pinned):
+    """faust's consumer with five changes for latency and throughput (faust-streaming 0.15.3, pinned):
 
     - it waits for a stream buffer to drain, not a fixed second, before fetching again;
     - its fetch requests wait at most FETCH_MAX_WAIT_MS at the broker;
+    - a message whose delivery a rebalance interrupted is fetched again, not dropped (:meth:`_read_again`), and
+      so are the records of a partition without a committed offset that a rebalance dropped
+      (:meth:`seek_to_committed`);
     - its delivery loop has fewer lookups per message. Each delivery still races a rebalance, as faust's
       does: a delivery that waits for a full stream buffer while a rebalance suspends the streams would
       block the fetcher, and with it the changelog reads of the table recovery (a worker failing over to
@@ -43,6 +50,39 @@ class Consumer(faust_aiokafka.Consumer):
       a worker failing over to an empty RocksDB data directory then stopped consuming after its recovery in
       2 of 4 runs of the failover chaos test (0 of 5 with the race), so the race stays for every message.
     """
+
+    async def _read_again(self, tp: TP, offset: int) -> None:
+        """A rebalance suspended the streams before ``tp``'s message at ``offset`` was delivered: fetch it again
+        once they resume (faust drops it and moves on: never acknowledged, it blocks the partition's commits
+        for good, and a worker that took the partition over from a crashed one with no commit started there
+        behind it and stayed idle). A partition no longer assigned is left to its next owner."""
+        try:
+            await self.seek(tp, offset)
+        except Exception as exc:  # aiokafka refuses to seek a partition it no longer holds
+            logger.debug("%s[%d] not read again from %d (%s)", tp.topic, tp.partition, offset, exc)
+            return
+        logger.info("%s[%d]: a rebalance interrupted the delivery of offset %d; read again from there", *tp, offset)
+
+    async def seek_to_committed(self) -> Mapping[TP, int]:
+        """Seek every assigned partition to its committed offset, and a stream partition without one to its
+        beginning (the ``earliest`` policy).
+
+        faust drops records it had fetched when a rebalance stops the flow, relying on this seek to read them
+        again. aiokafka leaves a partition without a committed offset where its fetch position is, past the
+        dropped records: a worker that took over partitions from one killed before its first commit then lost
+        them (its sequences missed the events, and nothing answered them). Replays are harmless: the sequence
+        table's offsets make applying an event idempotent. Changelog partitions are left to the table recovery.
+        """
+        committed = await super().seek_to_committed()
+        changelogs = self.app.tables.changelog_topics
+        uncommitted = [tp for tp, offset in committed.items() if not offset or offset < 0]
+        uncommitted = [tp for tp in uncommitted if tp.topic not in changelogs]
+        if uncommitted:
+            await self._thread.seek_to_beginning(*uncommitted)
+            logger.info(
+                "no committed offset for %s: read from the beginning", sorted(f"{t}[{p}]" for t, p in uncommitted)
+            )
+        return committed
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
@@ -88,12 +128,15 @@ class Consumer(faust_aiokafka.Consumer):
                 self.diag.set_flag(CONSUMER_FETCHING)
                 messages = getmany(timeout=1.0)
                 await self.sleep(0)
+                rewound: set[TP] = set()  # partitions read again from an undelivered message (see below)
                 if not self.should_stop:
                     async for tp, message in messages:
                         since_yield += 1
                         if since_yield > 100:
                             await asyncio.sleep(0)
                             since_yield = 0
+                        if tp in rewound:
+                            continue
                         offset = message.offset
                         r_offset = get_read_offset(tp)
                         if r_offset is not None and offset < r_offset:
@@ -103,7 +146,12 @@ class Consumer(faust_aiokafka.Consumer):
                         if commit_every is not None and self._n_acked >= commit_every:
                             self._n_acked = 0
                             await self.commit()
-                        await wait_first(callback(message), suspend_flow.wait())
+                        delivery = callback(message)
+                        waited = await wait_first(delivery, suspend_flow.wait())
+                        if delivery not in waited.done and not waited.stopped:
+                            await self._read_again(tp, offset)
+                            rewound.add(tp)
+                            continue
                         set_read_offset(tp, offset)
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
