@@ -10,6 +10,7 @@ from pathlib import Path
 
 from encoders.config import ModelConfig, TrainConfig
 from encoders.data import DataError
+from encoders.recipe import ADAPTIVE, SPARSE
 from serving.artifact import ArtifactError
 
 logger = logging.getLogger(__name__)
@@ -36,7 +37,11 @@ def _add_hparam_args(g) -> None:
     g.add_argument("--dim", type=int, default=_D_MODEL.dim)
     g.add_argument("--layers", type=int, default=_D_MODEL.n_layers)
     g.add_argument("--heads", type=int, default=_D_MODEL.n_heads)
-    g.add_argument("--dropout", type=float, default=_D_MODEL.dropout)
+    g.add_argument(
+        "--dropout",
+        type=float,
+        help=f"default {_D_MODEL.dropout}; train on sparse data: {SPARSE['dropout']} (docs/model.md, 'Sparse data')",
+    )
     g.add_argument("--lr", type=float, default=_D_TRAIN.lr)
     g.add_argument("--weight-decay", type=float, default=_D_TRAIN.weight_decay)
     g.add_argument("--batch-size", type=int, default=_D_TRAIN.batch_size)
@@ -57,8 +62,8 @@ def _add_hparam_args(g) -> None:
     g.add_argument(
         "--ema-decay",
         type=float,
-        default=_D_TRAIN.ema_decay,
-        help="validate and keep a moving average of the weights with this per-step decay (0 = off, e.g. 0.99)",
+        help="validate and keep a moving average of the weights with this per-step decay (0 = off, e.g. 0.99); "
+        f"default {_D_TRAIN.ema_decay}, train on sparse data: {SPARSE['ema_decay']}",
     )
     g.add_argument("--loss", choices=("ce", "sampled"), default=_D_TRAIN.loss)
     g.add_argument("--negatives", type=int, default=_D_TRAIN.n_negatives, help="negatives per batch for --loss sampled")
@@ -114,6 +119,13 @@ def _parser() -> argparse.ArgumentParser:
         help="fuse item text embeddings (default: when items have text)",
     )
     text.add_argument("--no-text", dest="text", action="store_false")
+    t.add_argument(
+        "--refit",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="after early stopping, train again on the validation targets too for the chosen number of epochs and "
+        "export that model (default: on sparse data, where validation targets are >= 5%% of training targets)",
+    )
     t.add_argument(
         "--behaviour",
         action=argparse.BooleanOptionalAction,
@@ -211,12 +223,18 @@ def _train(args: argparse.Namespace) -> int:
         checkpoint_dir=args.checkpoint_dir,
         progress=not args.no_progress,
         behaviour=args.behaviour,
+        adaptive=_adaptive(args),
     )
-    r = outcome.result
+    t = outcome.training
     print(
-        f"trained {r.epochs_run} epochs in {r.seconds:.1f}s on {r.device} "
-        f"(best epoch {r.best_epoch}, {r.seconds_per_epoch:.2f}s/epoch)"
+        f"trained {t['epochs']} epochs in {t['seconds']:.1f}s on {t['device']} "
+        f"(best epoch {t['best_epoch']}, {t['seconds_per_epoch']:.2f}s/epoch)"
     )
+    if t["recipe"]["chosen"]:
+        share = 100 * t["recipe"]["valid_share"]
+        print(f"for this data (validation targets {share:.1f}% of training targets): {t['recipe']['chosen']}")
+    if t["refit_epochs"]:
+        print(f"fitted again with the validation targets for {t['refit_epochs']} epochs: the exported model")
     print(f"test: {outcome.metrics['split']}")
     print(format_table({k: v for k, v in outcome.metrics.items() if k in ("sasrec", "popularity", "cooccurrence")}))
     print(f"checkpoint: {outcome.checkpoint}")
@@ -245,8 +263,9 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _configs(args: argparse.Namespace, device: str) -> tuple[ModelConfig, TrainConfig]:
+    dropout = _D_MODEL.dropout if args.dropout is None else args.dropout
     model_cfg = ModelConfig(
-        max_len=args.max_len, dim=args.dim, n_layers=args.layers, n_heads=args.heads, dropout=args.dropout
+        max_len=args.max_len, dim=args.dim, n_layers=args.layers, n_heads=args.heads, dropout=dropout
     )
     train_cfg = TrainConfig(
         epochs=args.epochs,
@@ -265,9 +284,15 @@ def _configs(args: argparse.Namespace, device: str) -> tuple[ModelConfig, TrainC
         windows=args.windows,
         lr_drops=args.lr_drops,
         lr_drop_factor=args.lr_drop_factor,
-        ema_decay=args.ema_decay,
+        ema_decay=_D_TRAIN.ema_decay if args.ema_decay is None else args.ema_decay,
+        refit=bool(getattr(args, "refit", None)),
     )
     return model_cfg, train_cfg
+
+
+def _adaptive(args: argparse.Namespace) -> frozenset[str]:
+    """The settings left unset on the command line: ``train`` chooses them for the data (encoders.recipe)."""
+    return frozenset(name for name in ADAPTIVE if getattr(args, name, None) is None)
 
 
 def _training_setup(args: argparse.Namespace) -> tuple[ModelConfig, TrainConfig]:

@@ -106,6 +106,9 @@ class TrainConfig(DictConfig):
         lr_drop_factor: the factor of each cut, in (0, 1).
         ema_decay: validate and keep an exponential moving average of the weights, updated
             after every step with this decay (0 = off; 0.99 averages about the last 100 steps).
+        refit: after the run, train a fresh model on everything but the test targets (the validation
+            targets included) for the best run's number of epochs, at the base learning rate, and keep
+            that one (see ``encoders.recipe``).
     """
 
     epochs: int = 200
@@ -127,6 +130,7 @@ class TrainConfig(DictConfig):
     lr_drops: int = 0
     lr_drop_factor: float = 0.3
     ema_decay: float = 0.0
+    refit: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):

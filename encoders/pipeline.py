@@ -28,8 +28,9 @@ from encoders.evaluate import (
     model_scorer,
 )
 from encoders.export import write_artifact
+from encoders.recipe import adapt
 from encoders.split import Split, leave_last_out, left_pad
-from encoders.train import TrainResult, build_model, resolve_device, seed_everything, train_model
+from encoders.train import TrainResult, build_model, refit_model, resolve_device, seed_everything, train_model
 from encoders.vocab import Vocabulary
 from serving.behaviour import Behaviours
 
@@ -79,7 +80,8 @@ class TrainOutcome:
     version_dir: Path
     checkpoint: Path
     metrics: dict[str, Any]
-    result: TrainResult
+    result: TrainResult  # the exported model's run (the refit one when there was one)
+    training: dict[str, Any]  # the manifest's summary
 
 
 def item_texts(data: Interactions, vocab: Vocabulary) -> list[str]:
@@ -146,6 +148,7 @@ def train_and_export(
     checkpoint_dir: str | Path | None = None,
     progress: bool = True,
     behaviour: bool | None = None,
+    adaptive: frozenset[str] = frozenset(),
 ) -> TrainOutcome:
     """Loads data, trains SASRec, evaluates it and both baselines on the test split, saves a
     checkpoint and publishes a new artifact version under ``model_root``.
@@ -159,6 +162,7 @@ def train_and_export(
         checkpoint_dir: where ``<version>.pt`` goes (default ``<model_root>-checkpoints``).
         progress: show progress bars.
         behaviour: read each event's type and scenario (None = when the events differ in them).
+        adaptive: settings the user left unset, chosen for the data's density (:mod:`encoders.recipe`).
     """
     data = source.load()
     use_text = _use_text(data, text)
@@ -167,6 +171,13 @@ def train_and_export(
     if len(split.valid) == 0:
         raise DataError("No user has 3 or more events, so there is nothing to validate on; give more events per user.")
     logger.info("data %s: %d users, %d items, %d events", data.source, len(data.user_ids), vocab.n_items, data.n_events)
+    model_config, train_config, recipe = adapt(model_config, train_config, split, adaptive)
+    if recipe["chosen"]:
+        logger.info(
+            "recipe for this data (validation targets %.1f%% of training targets): %s",
+            100 * recipe["valid_share"],
+            recipe["chosen"],
+        )
     text_emb, text_model = None, None
     device = str(resolve_device(train_config.device))
     if use_text:
@@ -181,21 +192,27 @@ def train_and_export(
     seed_everything(train_config.seed)
     model = build_model(cfg, split.train, text_emb)
     result = train_model(model, split, train_config, progress=progress)
+    selected = result
+    if train_config.refit and result.best_epoch:
+        logger.info("fitting again on the validation targets too, for %d epochs", result.best_epoch)
+        result = refit_model(cfg, split, text_emb, train_config, result.best_epoch, progress)
     metrics: dict[str, Any] = {
         "split": SPLIT_NAME,
         "sasrec": evaluate_scorer(model_scorer(result.model, result.device), split.test),
         **evaluate_baselines(split, vocab.n_rows, "test"),
-        "valid_sasrec": result.best_valid,
+        "valid_sasrec": selected.best_valid,
     }
     training = {
         "data": data.source,
         "n_users": len(data.user_ids),
         "n_items": vocab.n_items,
         "n_events": data.n_events,
-        "epochs": result.epochs_run,
-        "best_epoch": result.best_epoch,
-        "seconds": round(result.seconds, 2),
-        "seconds_per_epoch": round(result.seconds_per_epoch, 3),
+        "epochs": selected.epochs_run,
+        "best_epoch": selected.best_epoch,
+        "seconds": round(selected.seconds + (result.seconds if result is not selected else 0.0), 2),
+        "seconds_per_epoch": round(selected.seconds_per_epoch, 3),
+        "recipe": recipe,
+        "refit_epochs": result.epochs_run if result is not selected else 0,
         "device": result.device,
         "seed": train_config.seed,
         "threads": torch.get_num_threads(),
@@ -214,7 +231,7 @@ def train_and_export(
     )
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(model_root)
     ckpt_path = save_checkpoint(ckpt_dir / f"{version.name}.pt", ckpt)
-    return TrainOutcome(version, ckpt_path, metrics, result)
+    return TrainOutcome(version, ckpt_path, metrics, result, training)
 
 
 def _train_summary(cfg: TrainConfig) -> dict[str, Any]:
@@ -235,6 +252,7 @@ def _train_summary(cfg: TrainConfig) -> dict[str, Any]:
         "lr_drops",
         "lr_drop_factor",
         "ema_decay",
+        "refit",
     )
     return {k: v for k, v in cfg.to_dict().items() if k in keep}
 

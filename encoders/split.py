@@ -33,6 +33,7 @@ class Split:
         train_valid: everything but the test targets (``seq[:-1]``; whole sequence for users
             with < 3), what baselines may fit on before the test.
         train_behaviour: the ``[T, 2]`` behaviour ids aligned with ``train`` (None without behaviour).
+        train_valid_behaviour: likewise, aligned with ``train_valid``.
     """
 
     train: tuple[np.ndarray, ...]
@@ -40,6 +41,15 @@ class Split:
     test: EvalSet
     train_valid: tuple[np.ndarray, ...]
     train_behaviour: tuple[np.ndarray, ...] | None = None
+    train_valid_behaviour: tuple[np.ndarray, ...] | None = None
+
+    def refit(self) -> Split:
+        """The split to fit again on everything but the test targets (validation targets included); nothing to
+        validate on."""
+        empty = EvalSet((), np.zeros(0, dtype=np.int64), () if self.valid.behaviour is not None else None)
+        return Split(
+            self.train_valid, empty, self.test, self.train_valid, self.train_valid_behaviour, self.train_valid_behaviour
+        )
 
 
 def leave_last_out(
@@ -54,6 +64,7 @@ def leave_last_out(
     """
     train, train_valid, v_hist, v_tgt, t_hist, t_tgt = [], [], [], [], [], []
     b_train: list[np.ndarray] = []
+    b_train_valid: list[np.ndarray] = []
     b_valid: list[np.ndarray] = []
     b_test: list[np.ndarray] = []
     steps = behaviour if behaviour is not None else [None] * len(sequences)
@@ -63,6 +74,7 @@ def leave_last_out(
             train_valid.append(seq)
             if step is not None:
                 b_train.append(step)
+                b_train_valid.append(step)
             continue
         train.append(seq[:-2])
         train_valid.append(seq[:-1])
@@ -72,6 +84,7 @@ def leave_last_out(
         t_tgt.append(seq[-1])
         if step is not None:
             b_train.append(step[:-2])
+            b_train_valid.append(step[:-1])
             b_valid.append(step[:-2])
             b_test.append(step[:-1])
     with_b = behaviour is not None
@@ -81,6 +94,7 @@ def leave_last_out(
         EvalSet(tuple(t_hist), np.asarray(t_tgt, dtype=np.int64), tuple(b_test) if with_b else None),
         tuple(train_valid),
         tuple(b_train) if with_b else None,
+        tuple(b_train_valid) if with_b else None,
     )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 import logging
 import random
 import time
@@ -104,6 +105,24 @@ def build_model(config: ModelConfig, train_seqs: tuple[np.ndarray, ...], text_em
             model.text_emb.copy_(torch.from_numpy(text_emb))
             model.id_mask.copy_(torch.from_numpy(id_mask).unsqueeze(1))
     return model
+
+
+def refit_model(
+    config: ModelConfig,
+    split: Split,
+    text_emb: np.ndarray | None,
+    cfg: TrainConfig,
+    epochs: int,
+    progress: bool = True,
+) -> TrainResult:
+    """A fresh model trained on everything but the test targets for ``epochs`` epochs (chosen on validation by an
+    earlier run), at the base learning rate, same seed; nothing is validated (the validation targets are in)."""
+    seed_everything(cfg.seed)
+    model = build_model(config, split.train_valid, text_emb)
+    once = dataclasses.replace(
+        cfg, epochs=epochs, eval_every=epochs, patience=epochs + 1, lr_drops=0, max_minutes=0.0, refit=False
+    )
+    return train_model(model, split.refit(), once, progress)
 
 
 def _training_arrays(
