@@ -35,12 +35,11 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class Consumer(faust_aiokafka.Consumer):
-    """faust's consumer with five changes for latency and throughput (faust-streaming 0.15.3, pinned):
+    """faust's consumer with four changes for latency and throughput (faust-streaming 0.15.3, pinned):
 
     - it waits for a stream buffer to drain, not a fixed second, before fetching again;
     - its fetch requests wait at most FETCH_MAX_WAIT_MS at the broker;
-    - a message whose delivery a rebalance interrupted is fetched again, not dropped (:meth:`_read_again`), and
-      so are the records of a partition without a committed offset that a rebalance dropped
+    - the records a rebalance dropped are read again on a partition without a committed offset too
       (:meth:`seek_to_committed`);
     - its delivery loop has fewer lookups per message. Each delivery still races a rebalance, as faust's
       does: a delivery that waits for a full stream buffer while a rebalance suspends the streams would
@@ -50,18 +49,6 @@ class Consumer(faust_aiokafka.Consumer):
       a worker failing over to an empty RocksDB data directory then stopped consuming after its recovery in
       2 of 4 runs of the failover chaos test (0 of 5 with the race), so the race stays for every message.
     """
-
-    async def _read_again(self, tp: TP, offset: int) -> None:
-        """A rebalance suspended the streams before ``tp``'s message at ``offset`` was delivered: fetch it again
-        once they resume (faust drops it and moves on: never acknowledged, it blocks the partition's commits
-        for good, and a worker that took the partition over from a crashed one with no commit started there
-        behind it and stayed idle). A partition no longer assigned is left to its next owner."""
-        try:
-            await self.seek(tp, offset)
-        except Exception as exc:  # aiokafka refuses to seek a partition it no longer holds
-            logger.debug("%s[%d] not read again from %d (%s)", tp.topic, tp.partition, offset, exc)
-            return
-        logger.info("%s[%d]: a rebalance interrupted the delivery of offset %d; read again from there", *tp, offset)
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         """Seek every assigned partition to its committed offset, and a stream partition without one to its
@@ -75,8 +62,9 @@ class Consumer(faust_aiokafka.Consumer):
         """
         committed = await super().seek_to_committed()
         changelogs = self.app.tables.changelog_topics
-        uncommitted = [tp for tp, offset in committed.items() if not offset or offset < 0]
-        uncommitted = [tp for tp in uncommitted if tp.topic not in changelogs]
+        uncommitted = [
+            tp for tp, offset in committed.items() if (not offset or offset < 0) and tp.topic not in changelogs
+        ]
         if uncommitted:
             await self._thread.seek_to_beginning(*uncommitted)
             logger.info(
@@ -128,15 +116,12 @@ class Consumer(faust_aiokafka.Consumer):
                 self.diag.set_flag(CONSUMER_FETCHING)
                 messages = getmany(timeout=1.0)
                 await self.sleep(0)
-                rewound: set[TP] = set()  # partitions read again from an undelivered message (see below)
                 if not self.should_stop:
                     async for tp, message in messages:
                         since_yield += 1
                         if since_yield > 100:
                             await asyncio.sleep(0)
                             since_yield = 0
-                        if tp in rewound:
-                            continue
                         offset = message.offset
                         r_offset = get_read_offset(tp)
                         if r_offset is not None and offset < r_offset:
@@ -146,12 +131,7 @@ class Consumer(faust_aiokafka.Consumer):
                         if commit_every is not None and self._n_acked >= commit_every:
                             self._n_acked = 0
                             await self.commit()
-                        delivery = callback(message)
-                        waited = await wait_first(delivery, suspend_flow.wait())
-                        if delivery not in waited.done and not waited.stopped:
-                            await self._read_again(tp, offset)
-                            rewound.add(tp)
-                            continue
+                        await wait_first(callback(message), suspend_flow.wait())
                         set_read_offset(tp, offset)
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
