@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import platform
@@ -73,10 +74,16 @@ def bench_engine(version: Path, devices: list[str], threads: int = 0, seconds: f
 
 
 class _Collector:
-    """Reads recommendation records in a background thread; tells when given events have been answered."""
+    """Reads recommendation records in a background thread; tells when given events have been answered.
+
+    It keeps four fields of each record as a plain tuple, not the decoded record: tuples of strings and floats
+    are outside the garbage collector's sight, so its full collections stay short as answers pile up. (Keeping
+    the decoded records made this process stop for 100-190 ms every few seconds while it paced the load, and
+    the events it held back then showed up as the worker's latency tail.)
+    """
 
     def __init__(self, bootstrap: str, topic: str) -> None:
-        self.received: list[dict] = []
+        self.received: list[tuple[str, str, float, float]] = []  # user, trigger event, event ts, produced ts
         self._wanted: dict[str, str] = {}  # user -> the event whose answer is awaited
         self._lock = threading.Lock()
         self._done = threading.Event()
@@ -86,28 +93,31 @@ class _Collector:
 
     def _run(self) -> None:
         for record in records(self._bootstrap, self._topic, True, timeout=3600):
+            answer = (record["user_id"], record["trigger_event_id"], record["event_ts"], record["produced_ts"])
             with self._lock:
-                self.received.append(record)
-                if self._wanted.get(record["user_id"]) == record["trigger_event_id"]:
-                    del self._wanted[record["user_id"]]
+                self.received.append(answer)
+                if self._wanted.get(answer[0]) == answer[1]:
+                    del self._wanted[answer[0]]
                     if not self._wanted:
                         self._done.set()
 
     def wait_for(self, events: list[dict], timeout: float) -> list[dict]:
-        """Block until each user's last event in ``events`` has been answered; return the answers to ``events``."""
+        """Block until each user's last event in ``events`` has been answered; return the answers to ``events``
+        (``user_id``, ``trigger_event_id``, ``event_ts``, ``produced_ts``)."""
         ids = {e["event_id"] for e in events}
         with self._lock:
             self._done.clear()
             self._wanted = {e["user_id"]: e["event_id"] for e in events}
-            for record in self.received:  # some may be in already
-                if self._wanted.get(record["user_id"]) == record["trigger_event_id"]:
-                    del self._wanted[record["user_id"]]
+            for user, trigger, _, _ in self.received:  # some may be in already
+                if self._wanted.get(user) == trigger:
+                    del self._wanted[user]
             if not self._wanted:
                 self._done.set()
         if not self._done.wait(timeout):
             raise RuntimeError(f"not every event was answered within {timeout:.0f}s")
         with self._lock:
-            return [r for r in self.received if r["trigger_event_id"] in ids]
+            fields = ("user_id", "trigger_event_id", "event_ts", "produced_ts")
+            return [dict(zip(fields, answer)) for answer in self.received if answer[1] in ids]
 
 
 # The benchmark's no-op scorer, for the pipeline-ceiling row only: the same worker, whose engine returns a
@@ -147,6 +157,14 @@ def pipeline_modes(max_batch: int, shadow: bool = False) -> list[Mode]:
     if shadow:
         modes.insert(2, Mode("micro-batched + shadow model", max_batch, shadow=True))
     return modes
+
+
+def freeze_heap() -> None:
+    """Put everything this process holds now (above all the events it will send, up to a million dicts) out of the
+    garbage collector's sight: its full collections would otherwise stop the paced producer for longer and longer
+    as the heap grows, and the events held back would count as the worker's latency."""
+    gc.collect()
+    gc.freeze()
 
 
 def bench_events(version: Path, users: int, n_events: int) -> list[dict]:
@@ -293,6 +311,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
         budget = sum(float(r) for r in rates if r != "half") + 20_000 * rates.count("half")
         events = bench_events(version, args.users, args.events + int(budget * args.paced_seconds) + 1000)
         backlog, fresh = events[: args.events], events[args.events :]
+        freeze_heap()
         modes = pipeline_modes(settings.max_batch, args.shadow)
         if args.skip_ceiling:
             modes = [mode for mode in modes if not mode.noop]
