@@ -121,7 +121,8 @@ def build_app(
         TABLE_NAME,
         default=None,
         partitions=settings.partitions,
-        key_type=bytes,  # values: JSON
+        key_type=bytes,
+        value_type=bytes,  # JSON written by streams.sequences (UserHistory.to_bytes, watermark_value)
         options=rocksdb_options(settings) if settings.store.startswith("rocksdb") else None,
     )
     if settings.store.startswith("rocksdb"):

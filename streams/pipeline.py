@@ -20,7 +20,7 @@ from streams.grading import Grade, ServedLists, grade, in_shadow_share
 from streams.metrics import Metrics, OnlineCounters
 from streams.progress import Progress
 from streams.records import INTERNAL_ERROR, Event, InvalidEvent, parse_event, recommendation
-from streams.sequences import Update, UserHistory, apply_event, watermark_key, watermark_of
+from streams.sequences import Update, UserHistory, apply_event, watermark_key, watermark_of, watermark_value
 from streams.settings import Settings
 from streams.source import Source
 
@@ -32,7 +32,7 @@ Record = tuple[Source, "bytes | None"]
 # send_many([(key, value), ...]) hands records to the producer.
 SendMany = Callable[[Sequence[tuple[bytes, bytes]]], Awaitable[object]]
 # write(partition, {key: value}) puts a batch's values into the table (and its changelog).
-Write = Callable[[int, Mapping[bytes, dict]], Awaitable[None]]
+Write = Callable[[int, Mapping[bytes, bytes]], Awaitable[None]]
 
 
 @dataclass
@@ -73,7 +73,7 @@ class Pipeline:
         settings: worker settings.
         registry: holds the engine being served.
         metrics: the metric bundle.
-        table: user id (bytes) -> ``UserHistory.to_json()``; a Faust table in the worker.
+        table: user id (bytes) -> ``UserHistory.to_bytes()`` (JSON); a Faust table in the worker.
         send_recommendations: ``[(key, value), ...]`` -> awaitable, publishes to `recommendations`.
         send_dead_letter: ``(key, value)`` -> awaitable, publishes to `events-dlq`.
         progress: the newest offset done with per partition (lag, the stall watchdog).
@@ -91,7 +91,7 @@ class Pipeline:
         settings: Settings,
         registry: ModelRegistry,
         metrics: Metrics,
-        table: MutableMapping[bytes, dict],
+        table: MutableMapping[bytes, bytes],
         send_recommendations: SendMany,
         send_dead_letter: Send,
         progress: Progress | None = None,
@@ -157,10 +157,10 @@ class Pipeline:
                 mark = source.offset
         if self.lists is not None:
             self._keep_served(first.partition, histories)
-        values = {key: history.to_json() for key, history in histories.items()}  # replays re-send values too
+        values = {key: history.to_bytes() for key, history in histories.items()}  # replays re-send values too
         if mark is not None:
             self._marks[first.partition] = mark
-            values[watermark_key(first.partition)] = {"offset": mark}
+            values[watermark_key(first.partition)] = watermark_value(mark)
         await self._write(first.partition, values)  # one write per user per batch
         batch.offsets[tp] = records[-1][0].offset
         return batch
@@ -172,11 +172,11 @@ class Pipeline:
         for key, served in self.lists.take(partition).items():
             history = histories.get(key)
             if history is None:
-                history = UserHistory.from_json(self.table.get(key))
+                history = UserHistory.from_bytes(self.table.get(key))
             if history.offset == served.get("o"):
                 histories[key] = replace(history, served=served)
 
-    async def _assign(self, partition: int, values: Mapping[bytes, dict]) -> None:
+    async def _assign(self, partition: int, values: Mapping[bytes, bytes]) -> None:
         for key, value in values.items():
             self.table[key] = value
 
@@ -245,7 +245,7 @@ class Pipeline:
         assert key is not None  # parse_event required it
         history = histories.get(key)
         if history is None:
-            history = UserHistory.from_json(self.table.get(key))
+            history = UserHistory.from_bytes(self.table.get(key))
         updated = apply_event(
             history, event.item_id, source.offset, self.settings.max_len, event.event_type, event.scenario
         )

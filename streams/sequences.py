@@ -6,6 +6,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
+
 
 @dataclass(frozen=True, slots=True)
 class UserHistory:
@@ -35,6 +37,21 @@ class UserHistory:
         if self.served is not None:
             value["served"] = self.served
         return value
+
+    def to_bytes(self) -> bytes:
+        """The table value as stored and changelogged: :meth:`to_json` as UTF-8 JSON.
+
+        Bytes, not a dict: one object per user that the garbage collector never walks (a dict with three lists
+        per user made the worker's full collections take longer with every user it holds) and about a sixth of
+        the memory; the changelog records are the JSON they always were.
+        """
+        return orjson.dumps(self.to_json())
+
+    @classmethod
+    def from_bytes(cls, raw: bytes | None) -> UserHistory:
+        """Inverse of :meth:`to_bytes` (and of the JSON that faust's own serializer wrote before: the same
+        records); ``None`` (no value yet) is the empty history."""
+        return cls.from_json(orjson.loads(raw)) if raw else cls()
 
     @classmethod
     def from_json(cls, value: Mapping[str, Any] | None) -> UserHistory:
@@ -105,8 +122,13 @@ def is_watermark_key(key: bytes) -> bool:
     return key.startswith(WATERMARK_PREFIX)
 
 
-def watermark_of(value: Mapping[str, Any] | None) -> int | None:
+def watermark_value(offset: int) -> bytes:
+    """The table value of a partition's watermark."""
+    return orjson.dumps({"offset": offset})
+
+
+def watermark_of(value: bytes | None) -> int | None:
     """The offset in a watermark value, or None when there is none yet."""
     if not value:
         return None
-    return int(value["offset"])
+    return int(orjson.loads(value)["offset"])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
 
 import faust
 from aiokafka import AIOKafkaProducer
@@ -25,7 +24,7 @@ class TableWriter:
         self._changelog = table.changelog_topic
         self._sender = BulkSender(producer, self._changelog.get_topic_name())
 
-    async def __call__(self, partition: int, values: Mapping[bytes, Any]) -> None:
+    async def __call__(self, partition: int, values: Mapping[bytes, bytes]) -> None:
         store = self._table.data
         key_serializer, value_serializer = self._table.key_serializer, self._table.value_serializer
         records = []

@@ -3,6 +3,7 @@
 import asyncio
 import json
 
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -74,11 +75,12 @@ def test_agent_updates_table_batches_and_publishes(harness):
             )
 
     asyncio.run(scenario())
+    u1, u2 = orjson.loads(table[b"u1"]), orjson.loads(table[b"u2"])  # the table holds JSON bytes
     sequence = lambda value: {k: v for k, v in value.items() if k in ("items", "offset")}  # noqa: E731
-    assert sequence(table[b"u1"]) == {"items": ["i1", "i3", "i4"], "offset": 3}
-    assert sequence(table[b"u2"]) == {"items": ["i2", "i5"], "offset": 5}
+    assert sequence(u1) == {"items": ["i1", "i3", "i4"], "offset": 3}
+    assert sequence(u2) == {"items": ["i2", "i5"], "offset": 5}
     # a list served for the sequence is written with the partition's next batch, for that very sequence only
-    assert table[b"u1"].get("served", {"o": 3})["o"] == 3 and table[b"u2"].get("served", {"o": 5})["o"] == 5
+    assert u1.get("served", {"o": 3})["o"] == 3 and u2.get("served", {"o": 5})["o"] == 5
     assert sorted(k for k in table if not is_watermark_key(k)) == [b"u1", b"u2"], list(table.keys())
     assert watermark_of(table[watermark_key(0)]) is not None  # the partition's watermark is in the table
     # every scored sequence is a user's newest, and no user appears twice in one call

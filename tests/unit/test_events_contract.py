@@ -5,6 +5,7 @@ import json
 import random
 from datetime import UTC, datetime
 
+import orjson
 from prometheus_client import CollectorRegistry
 
 from encoders.data import load_events_jsonl
@@ -60,7 +61,9 @@ def test_the_trainer_keeps_what_the_worker_applies(tmp_path):
             await pipeline.ingest(records[start : start + 16])
 
     asyncio.run(replay())
-    worker = {key.decode(): tuple(value["items"]) for key, value in table.items() if not is_watermark_key(key)}
+    worker = {
+        key.decode(): tuple(orjson.loads(value)["items"]) for key, value in table.items() if not is_watermark_key(key)
+    }
     assert dict(zip(trained.user_ids, trained.sequences, strict=True)) == worker
     assert len(lines) > 160 and sum(map(len, worker.values())) == 120, "valid events kept, hostile ones refused"
 

@@ -3,6 +3,7 @@
 import asyncio
 import math
 
+import orjson
 import pytest
 from prometheus_client import CollectorRegistry
 
@@ -16,7 +17,11 @@ from tests.fakes import FakeEngine, FakeRegistry, Sink, event
 
 
 class Recording(dict):
-    """A table that remembers which keys were written."""
+    """A table that remembers which keys were written; its values are bytes, as in the worker's table."""
+
+    def value(self, key):
+        """The value as the pipeline wrote it, decoded."""
+        return orjson.loads(self[key])
 
     def __init__(self, data=()):
         super().__init__(data)
@@ -76,13 +81,13 @@ def test_a_batch_reads_and_writes_each_user_once_and_publishes_each_user_once():
     for offset, (user, item) in enumerate([("u1", "a"), ("u2", "b"), ("u1", "c"), ("u1", "d")]):
         h.put(offset, user, item, event_id=f"e{offset}")
     batch = run(h.handle(0, 1, 2, 3))
-    assert h.table[b"u1"] == {
+    assert h.table.value(b"u1") == {
         "items": ["a", "c", "d"],
         "offset": 3,
         "types": ["click", "click", "click"],
         "scenarios": ["", "", ""],
     }
-    assert h.table[b"u2"]["items"] == ["b"]
+    assert h.table.value(b"u2")["items"] == ["b"]
     assert sorted(k for k in h.table.writes if not k.startswith(b"\xff")) == [b"u1", b"u2"]
     assert [u.event_id for u in batch.updates.values()] == ["e1", "e3"]
     assert [r["trigger_event_id"] for _, r in h.recs.records] == ["e1", "e3"]
@@ -97,7 +102,7 @@ def test_a_replayed_event_rewrites_the_value_and_only_the_newest_publishes():
     run(h.handle(0, 1, 2))
     h.table.writes.clear()
     batch = run(h.handle(1))  # a replay after a crash of an older event: nothing to publish
-    assert h.table[b"u1"]["items"] == ["a", "b", "c"], "nothing applied twice"
+    assert h.table.value(b"u1")["items"] == ["a", "b", "c"], "nothing applied twice"
     assert b"u1" in h.table.writes, "a replay re-sends the value to the changelog"
     assert batch.updates == {}, "an older event's list is not re-published: its sequence is gone"
     batch = run(h.handle(2))  # the newest applied event: its list is the current sequence
@@ -108,11 +113,11 @@ def test_an_internal_failure_dead_letters_the_event_and_the_partition_goes_on():
     h = Harness()
     h.put(0, "u1", "a")
     h.put(1, "u2", "b")
-    h.table[b"u1"] = {"items": "not a list", "offset": "oops"}  # a value the pipeline cannot read
+    h.table[b"u1"] = b'{"items": "not a list", "offset": "oops"}'  # a value the pipeline cannot read
     batch = run(h.handle(0, 1))
     assert [letter.source.offset for letter in batch.dead_letters] == [0]
     assert h.dlq.records[0][1]["reason"] == "internal_error" and "ValueError" in h.dlq.records[0][1]["detail"]
-    assert list(batch.updates) == ["u2"] and h.table[b"u2"]["items"] == ["b"]
+    assert list(batch.updates) == ["u2"] and h.table.value(b"u2")["items"] == ["b"]
     assert h.metrics.events_invalid.labels("internal_error")._value.get() == 1
 
 
@@ -132,7 +137,7 @@ def test_offsets_the_consumer_skipped_are_read_again_and_applied_first():
     batch = run(h.handle(5))  # 2, 3 and 4 never reached the worker
     assert h.fetched == [(2, 5)]
     assert {u.user_id: u.event_id for u in batch.updates.values()} == {"u0": "e4", "u1": "e5"}
-    assert h.table[b"u0"]["items"] == ["i0", "i2", "i4"] and h.table[b"u1"]["items"] == ["i1", "i3", "i5"]
+    assert h.table.value(b"u0")["items"] == ["i0", "i2", "i4"] and h.table.value(b"u1")["items"] == ["i1", "i3", "i5"]
     assert h.metrics.events_refetched._value.get() == 3
 
 
@@ -141,7 +146,7 @@ def test_a_skip_inside_a_batch_is_filled_in_order():
     for offset in range(5):
         h.put(offset, "u1", f"i{offset}")
     run(h.handle(0, 1, 4))  # the consumer lost 2 and 3 between two events of one batch
-    assert h.fetched == [(2, 4)] and h.table[b"u1"]["items"] == ["i0", "i1", "i2", "i3", "i4"]
+    assert h.fetched == [(2, 4)] and h.table.value(b"u1")["items"] == ["i0", "i1", "i2", "i3", "i4"]
 
 
 def test_the_watermark_survives_in_the_table_and_catches_skips_after_a_restart():
@@ -154,7 +159,7 @@ def test_the_watermark_survives_in_the_table_and_catches_skips_after_a_restart()
     restarted.log = h.log
     run(restarted.handle(3))  # its consumer started past 1 and 2
     assert restarted.fetched == [(1, 3)]
-    assert restarted.table[b"u1"]["items"] == ["i0", "i1", "i2", "i3"]
+    assert restarted.table.value(b"u1")["items"] == ["i0", "i1", "i2", "i3"]
 
 
 def test_a_skip_is_retried_while_the_broker_cannot_be_read(monkeypatch):
@@ -175,7 +180,7 @@ def test_a_skip_is_retried_while_the_broker_cannot_be_read(monkeypatch):
     h.put(9, "u1", "b")
     run(h.handle(0))
     run(h.handle(9))
-    assert calls == [1, 1, 1] and h.table[b"u1"]["items"] == ["a", "b"]
+    assert calls == [1, 1, 1] and h.table.value(b"u1")["items"] == ["a", "b"]
 
 
 @pytest.mark.parametrize("bad", [None, b"", b"\xff", b"[]"])
@@ -307,7 +312,7 @@ def test_a_served_list_that_cannot_be_read_never_costs_the_event():
     h.lists.put(0, {b"u1": {"o": 0, "live": "not a pair"}})  # e.g. a value written by a future version
     h.put(1, "u1", "b")
     run(h.handle(1))
-    assert h.table[b"u1"]["items"] == ["a", "b"] and h.dlq.records == []
+    assert h.table.value(b"u1")["items"] == ["a", "b"] and h.dlq.records == []
     assert h.counter("online_graded", "live", "click") == 0
 
 
@@ -330,15 +335,15 @@ def test_served_lists_go_into_the_table_with_the_next_batch_and_grade_after_a_re
     h.put(0, "u1", "a")
     h.put(1, "u2", "b")
     run(h.handle(0))
-    assert "served" not in h.table[b"u1"]  # served after the batch's write: in memory until the next batch
+    assert "served" not in h.table.value(b"u1")  # served after the batch's write: in memory until the next batch
     run(h.handle(1))  # u2's event: the partition's next batch writes u1's list into u1's value
-    assert h.table[b"u1"]["served"] == {
+    assert h.table.value(b"u1")["served"] == {
         "o": 0,
         "live": ["fake-v1", ["i0", "i1", "i2"]],
         "shadow": ["fake-shadow", ["i19", "i18", "i17"]],
     }
-    assert h.table[b"u1"]["items"] == ["a"] and h.lists.get(0, b"u1") is None
-    assert "served" not in h.table[b"u2"]
+    assert h.table.value(b"u1")["items"] == ["a"] and h.lists.get(0, b"u1") is None
+    assert "served" not in h.table.value(b"u2")
 
     restarted = Graded()  # a new worker over the same (restored) table: nothing in memory
     restarted.table, restarted.log = h.table, h.log
@@ -348,7 +353,7 @@ def test_served_lists_go_into_the_table_with_the_next_batch_and_grade_after_a_re
     assert restarted.counter("online_graded", "live", "click") == 1
     assert restarted.counter("online_reciprocal_rank", "live", "click") == pytest.approx(1 / 3)
     assert [r["live_rank"] for _, r in restarted.grades.records] == [2]
-    assert "served" not in restarted.table[b"u1"]  # a new sequence: its old lists are gone with it
+    assert "served" not in restarted.table.value(b"u1")  # a new sequence: its old lists are gone with it
 
 
 def test_a_served_list_is_not_written_once_the_sequence_moved_on():
@@ -358,7 +363,7 @@ def test_a_served_list_is_not_written_once_the_sequence_moved_on():
     h.lists.put(0, {b"u1": {"o": 0, "live": ["fake-v1", ["i5"]]}})
     h.put(1, "u1", "b")
     run(h.handle(1))  # u1's sequence now ends at offset 1: the list made for offset 0 is not kept
-    assert "served" not in h.table[b"u1"]
+    assert "served" not in h.table.value(b"u1")
     h.put(2, "u2", "c")
     run(h.handle(2))  # u1's list for offset 1 (served after the last batch) is written now
-    assert h.table[b"u1"]["served"]["o"] == 1
+    assert h.table.value(b"u1")["served"]["o"] == 1

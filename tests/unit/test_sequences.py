@@ -1,6 +1,6 @@
 """Pure sequence updates and batch de-duplication."""
 
-from streams.sequences import Update, UserHistory, apply_event, latest_per_user
+from streams.sequences import Update, UserHistory, apply_event, latest_per_user, watermark_of, watermark_value
 
 
 def test_append_keeps_newest_max_len():
@@ -58,3 +58,16 @@ def test_a_value_of_the_older_shape_is_read_and_its_old_items_stay_without_behav
     # once the old items have left the window, every kept item has its behaviour again
     newer = apply_event(apply_event(apply_event(new, "p", 9, 3, "view"), "q", 10, 3, "view"), "r", 11, 3, "view")
     assert len(newer.types) == len(newer.items) == 3
+
+
+def test_table_values_are_json_bytes_and_read_what_faust_wrote_before():
+    history = UserHistory(("a", "b"), 7, {"o": 7, "live": ["v1", ["c"]]}, ("view", "purchase"), ("shop", ""))
+    raw = history.to_bytes()
+    assert isinstance(raw, bytes) and UserHistory.from_bytes(raw) == history
+    assert UserHistory.from_bytes(None) == UserHistory()
+    # values (and changelog records) written while the table used faust's own JSON serializer
+    from faust.serializers import codecs
+
+    assert UserHistory.from_bytes(codecs.dumps("json", history.to_json())) == history
+    assert watermark_of(codecs.dumps("json", {"offset": 12})) == 12
+    assert watermark_of(watermark_value(12)) == 12 and watermark_of(None) is None
