@@ -71,3 +71,16 @@ def test_table_values_are_json_bytes_and_read_what_faust_wrote_before():
     assert UserHistory.from_bytes(codecs.dumps("json", history.to_json())) == history
     assert watermark_of(codecs.dumps("json", {"offset": 12})) == 12
     assert watermark_of(watermark_value(12)) == 12 and watermark_of(None) is None
+
+
+def test_a_stored_value_holds_no_more_memory_than_its_length():
+    import tracemalloc
+
+    history = UserHistory(tuple(f"item-{k}" for k in range(50)), 1, None, ("view",) * 50, ("shop",) * 50)
+    tracemalloc.start()
+    try:
+        values = [history.to_bytes() for _ in range(200)]
+        held = tracemalloc.get_traced_memory()[0] / len(values)
+    finally:
+        tracemalloc.stop()
+    assert held < 2 * len(values[0]), f"{held:.0f} bytes held per {len(values[0])}-byte value"
