@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 import weakref
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -85,7 +86,7 @@ def recommend_agent(
                 events = await batcher.next_batch()  # everything that waited meanwhile, up to the cap
                 if not events:
                     return  # the stream ended: the worker is stopping
-                batch = Batch()
+                batch = Batch(started=time.perf_counter())
                 for group in by_partition(events):
                     with event_context(group[0]):
                         batch.merge(await pipeline.ingest([(source_of(e), e.value) for e in group]))

@@ -23,6 +23,7 @@ class Metrics(NamedTuple):
 
     event_to_recommendation: Histogram
     inference: Histogram
+    batch_seconds: Histogram
     batch_size: Histogram
     events: Counter
     events_invalid: Counter
@@ -75,6 +76,13 @@ class Metrics(NamedTuple):
                 "streamrec_inference_seconds",
                 "One model call (a whole batch), including top-k",
                 buckets=INFERENCE_BUCKETS,
+                registry=registry,
+            ),
+            batch_seconds=Histogram(
+                "streamrec_batch_seconds",
+                "From a batch leaving the worker's buffer to its recommendations with the producer (ingest, score, "
+                "publish): the worker's share of the event-to-recommendation latency",
+                buckets=LATENCY_BUCKETS,
                 registry=registry,
             ),
             batch_size=Histogram(

@@ -47,6 +47,7 @@ class Batch:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # newest offset handled per partition
     grades: list[tuple[bytes, bytes]] = field(default_factory=list)  # paired live/shadow grade records
+    started: float | None = None  # time.perf_counter() when the batch left the worker's buffer
 
     def merge(self, other: Batch) -> None:
         for user, update in other.updates.items():
@@ -366,6 +367,8 @@ class Pipeline:
             records.append((update.user_id.encode(), value))
             observe(max(0.0, produced - update.record_ts))
         await self._send_recommendations(records)
+        if batch.started is not None:
+            self.metrics.batch_seconds.observe(time.perf_counter() - batch.started)
         self.metrics.recommendations.inc(len(records))
         if self.lists is not None:
             self._remember(batch, engine.version, scored)

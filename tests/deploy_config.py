@@ -26,6 +26,7 @@ ALERTS = PROMETHEUS_DIR / "alerts.yml"
 HISTOGRAMS = (
     "streamrec_event_to_recommendation_seconds",
     "streamrec_inference_seconds",
+    "streamrec_batch_seconds",
     "streamrec_batch_size",
     "streamrec_shadow_inference_seconds",
     "streamrec_catalog_update_seconds",
@@ -266,6 +267,12 @@ def healthy_worker_series(samples: int) -> list[dict[str, str]]:
         {"0.001": f"0+10x{n}", "0.0025": f"0+55x{n}", "0.005": f"0+60x{n}", "+Inf": f"0+60x{n}"},
         f"0+60x{n}",
         f"0+0.09x{n}",
+    )
+    series += histogram_series(
+        "streamrec_batch_seconds",
+        {"0.005": f"0+20x{n}", "0.01": f"0+55x{n}", "0.025": f"0+60x{n}", "+Inf": f"0+60x{n}"},
+        f"0+60x{n}",
+        f"0+0.5x{n}",
     )
     series += histogram_series(
         "streamrec_batch_size",

@@ -94,4 +94,7 @@ def test_agent_updates_table_batches_and_publishes(harness):
     assert key == b"u3" and dead["reason"] == "not_json" and dead["source"]["offset"] == 4
     assert metrics.events_invalid.labels("not_json")._value.get() == 1
     assert metrics.events.labels("click")._value.get() == 5
+    batches = metrics.batch_seconds.collect()[0].samples
+    assert next(x.value for x in batches if x.name.endswith("_count")) >= 2  # every published batch is timed
+    assert next(x.value for x in batches if x.name.endswith("_sum")) > 0
     assert sent["failures"] == [], "the agent neither failed nor stopped on its own"
