@@ -74,6 +74,8 @@ def start_worker(kafka, tmp_path):
     yield start
     for worker in workers:
         worker.stop()
+        # captured by pytest and shown only when the test fails: the worker's own account of it
+        print(f"--- {worker.log_path.name} (last 80 lines) ---\n{worker.tail(80)}")
 
 
 def wait_until(predicate, timeout: float, interval: float = 0.25, what: str = "condition"):

@@ -55,11 +55,23 @@ def test_a_second_worker_takes_over_partitions_with_their_state(start_worker, mo
         after = batch("after", 2)
         send_all(first.bootstrap, first.events, after)
         want = {u: f"after-{u}-1" for u in USERS}
-        wait_until(
-            lambda: final_triggers(out.poll(), USERS) == want,
-            timeout=120,
-            what="answers to every user's last event after the rebalance",
-        )
+        try:
+            wait_until(lambda: final_triggers(out.poll(), USERS) == want, timeout=120, what="the last answers")
+        except AssertionError:
+            wrong = {u: t for u, t in final_triggers(out.poll(), USERS).items() if t != want[u]}
+            counts = {w.log_path.name: _counters(w) for w in (first, second)}
+            again = Collector(first.bootstrap, first.recommendations)  # tells a stuck reader from a stuck worker
+            try:
+                deadline = time.monotonic() + 15
+                while time.monotonic() < deadline:
+                    reread = again.poll()
+                wrong_reread = {u: t for u, t in final_triggers(reread, USERS).items() if t != want[u]}
+            finally:
+                again.close()
+            raise AssertionError(
+                f"after the rebalance, users whose newest answer is not for their last event: "
+                f"{wrong}; read again from the start: {wrong_reread}; the workers' counters: {counts}"
+            ) from None
         time.sleep(2.5)  # one housekeeping tick
         applied = [metric_value(w.metrics(), "streamrec_events_total") for w in (first, second)]
         lag_first, lag_second = first.metrics(), second.metrics()
@@ -77,3 +89,17 @@ def test_a_second_worker_takes_over_partitions_with_their_state(start_worker, mo
     # each worker reports lag only for the partitions it owns now
     owned = [{p for p in ("0", "1") if f'partition="{p}"' in text} for text in (lag_first, lag_second)]
     assert owned[0].isdisjoint(owned[1]) and owned[0] | owned[1] == {"0", "1"}, owned
+
+
+def _counters(worker) -> dict[str, object]:
+    """What a worker reports of its progress, for a failure message (or why it could not)."""
+    try:
+        text = worker.metrics()
+    except Exception as exc:  # a dead worker's metrics are part of the diagnosis
+        return {"metrics": repr(exc), "alive": worker.alive()}
+    lines = [
+        line
+        for line in text.splitlines()
+        if line.startswith(("streamrec_events_total", "streamrec_consumer_lag", "streamrec_events_refetched"))
+    ]
+    return {"alive": worker.alive(), "metrics": lines}

@@ -17,9 +17,10 @@ pytestmark = pytest.mark.kafka
 
 def send_all(bootstrap, topic, messages):
     producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=5)
-    for key, value in messages:
-        producer.send(topic, key=key, value=value)
+    sent = [producer.send(topic, key=key, value=value) for key, value in messages]
     producer.flush()
+    for future in sent:
+        future.get(timeout=30)  # a record the broker refused fails the test here, not as a missing answer later
     producer.close()
 
 
