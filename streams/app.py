@@ -32,6 +32,7 @@ from streams.model_watch import ModelWatch
 from streams.new_items import NewItems
 from streams.pipeline import Pipeline, SendMany
 from streams.publisher import Publisher
+from streams.recovery_watch import RecoveryWatch
 from streams.rocksdb import bound_store_memory, rocksdb_options
 from streams.sequences import watermark_key
 from streams.settings import Settings
@@ -170,6 +171,11 @@ def build_app(
     app.agent(events, name="recommend")(recommend_agent(pipeline, make_publisher, make_batcher, fatal))
 
     lag = LagTracker(settings.events_topic, pipeline.progress, metrics.consumer_lag)
+    recovery_watch = RecoveryWatch(
+        app.tables.recovery,
+        lambda tp, offset: app.consumer.seek_wait({tp: offset}),
+        on_nudge=lambda tp: metrics.recovery_reseeks.inc(),
+    )
     ticks = itertools.count()
     count_every = 1 if settings.store.startswith("memory") else USERS_COUNT_SECONDS // HOUSEKEEPING_SECONDS
 
@@ -182,6 +188,7 @@ def build_app(
             gc.freeze()
         if tick % count_every == 0:  # counting a RocksDB table walks its keys: not every tick
             metrics.users_tracked.set(count_users(table, settings.partitions))
+        await recovery_watch.check()
         health = await lag.update(app.consumer)
         if watchdog is not None:
             watchdog.beat(health, busy=bool(app.rebalancing or app.in_recovery))

@@ -29,6 +29,7 @@ class Metrics(NamedTuple):
     events_invalid: Counter
     recommendations: Counter
     events_refetched: Counter
+    recovery_reseeks: Counter
     users_tracked: Gauge
     model_info: Gauge
     model_swaps: Counter
@@ -167,6 +168,11 @@ class Metrics(NamedTuple):
             events_refetched=Counter(
                 "streamrec_events_refetched_total",
                 "Events the consumer skipped (e.g. around a rebalance) that the worker read again and handled",
+                registry=registry,
+            ),
+            recovery_reseeks=Counter(
+                "streamrec_recovery_reseeks_total",
+                "Times a table recovery that had stopped receiving its changelog records was sought back to them",
                 registry=registry,
             ),
             users_tracked=Gauge(
