@@ -87,7 +87,11 @@ class RecoveryWatch:
                 now - seen[1],
                 start,
             )
-            await self._seek(tp, start)
             self._seen[tp] = (offset, now)
+            try:
+                await self._seek(tp, start)
+            except Exception as exc:  # e.g. the partition was revoked meanwhile: the next recovery starts afresh
+                logger.warning("could not seek %s[%d] to offset %d: %r", tp.topic, tp.partition, start, exc)
+                continue
             if self._on_nudge is not None:
                 self._on_nudge(tp)

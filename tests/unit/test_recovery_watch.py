@@ -84,3 +84,22 @@ def test_nothing_is_sought_outside_a_recovery_and_a_new_recovery_starts_its_own_
     clock.now += 5
     check(watch)
     assert seeks == []
+
+
+def test_a_seek_that_fails_is_logged_and_tried_again_after_the_patience(caplog):
+    recovery = SimpleNamespace(in_recovery=True, active_offsets={CHANGELOG: 3}, active_highwaters={CHANGELOG: 9})
+    tries: list[int] = []
+
+    async def seek(tp, offset):
+        tries.append(offset)
+        raise RuntimeError(f"{tp} is not assigned")
+
+    clock = Clock()
+    nudged: list[TP] = []
+    watch = RecoveryWatch(recovery, seek, patience=10.0, on_nudge=nudged.append, clock=clock)
+    for _ in range(3):
+        check(watch)
+        clock.now += 10.5
+    check(watch)
+    assert tries == [4, 4, 4] and nudged == []
+    assert "could not seek" in caplog.text
