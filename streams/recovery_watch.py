@@ -61,15 +61,13 @@ class RecoveryWatch:
         now = self._clock()
         offsets: Mapping[TP, int | None] = recovery.active_offsets  # type: ignore[attr-defined]
         highwaters: Mapping[TP, int | None] = recovery.active_highwaters  # type: ignore[attr-defined]
-        behind = {}
-        for tp, highwater in list(highwaters.items()):
+        behind = {}  # tp -> (offset applied, high-water) of each partition the recovery still reads
+        for tp, highwater in highwaters.items():
             offset = offsets.get(tp)
             if highwater is not None and highwater >= 0 and (offset is None or offset < highwater):
-                behind[tp] = offset
-        for tp in list(self._seen):
-            if tp not in behind:
-                del self._seen[tp]
-        for tp, offset in behind.items():
+                behind[tp] = offset, highwater
+        self._seen = {tp: seen for tp, seen in self._seen.items() if tp in behind}
+        for tp, (offset, highwater) in behind.items():
             seen = self._seen.get(tp)
             if seen is None or seen[0] != offset:
                 self._seen[tp] = (offset, now)
@@ -83,7 +81,7 @@ class RecoveryWatch:
                 tp.topic,
                 tp.partition,
                 offset,
-                highwaters.get(tp),
+                highwater,
                 now - seen[1],
                 start,
             )
