@@ -176,6 +176,12 @@ def _parser() -> argparse.ArgumentParser:
         "--live-models", type=Path, help="with --live-path: publish the version here (default: a temporary folder)"
     )
     c.add_argument(
+        "--new-item-mix",
+        metavar="SHARE,TEMPERATURE,MASS",
+        help="with --live-path: how new items compete with trained ones, as STREAMREC_NEW_ITEM_SHARE (auto or a "
+        "number), _TEMPERATURE and _MASS (default: the worker's defaults; docs/model.md)",
+    )
+    c.add_argument(
         "--id-dropout",
         type=float,
         default=_D_TRAIN.id_dropout,
@@ -314,8 +320,8 @@ def _cold_start(args: argparse.Namespace) -> int:
     train_cfg = dataclasses.replace(train_cfg, id_dropout=args.id_dropout)
     if args.live_path:
         return _live_path(args, model_cfg, train_cfg)
-    if args.live_models is not None:
-        raise DataError("--live-models goes with --live-path.")
+    if args.live_models is not None or args.new_item_mix is not None:
+        raise DataError("--live-models and --new-item-mix go with --live-path.")
     report = cold_start_evaluation(
         _source(args),
         model_cfg,
@@ -350,6 +356,19 @@ def _ablation(args: argparse.Namespace) -> int:
     return 0
 
 
+def _new_item_mix(value: str | None):
+    from serving.mixture import NewRowMix
+
+    if value is None:
+        return NewRowMix()
+    try:
+        share, temperature, mass = value.split(",")
+        return NewRowMix(None if share == "auto" else float(share), temperature=float(temperature), mass=float(mass))
+    except ValueError as exc:
+        hint = "--new-item-mix takes SHARE,TEMPERATURE,MASS (e.g. auto,1.5,0.01)"
+        raise DataError(f"{hint}, not {value!r}: {exc}") from None
+
+
 def _live_path(args: argparse.Namespace, model_cfg: ModelConfig, train_cfg: TrainConfig) -> int:
     import json
 
@@ -371,6 +390,7 @@ def _live_path(args: argparse.Namespace, model_cfg: ModelConfig, train_cfg: Trai
         progress=not args.no_progress,
         model_root=args.live_models,
         ort_threads=args.threads or 0,
+        mix=_new_item_mix(args.new_item_mix),
     )
     report["data"] = {"source": data.source, "users": len(data.user_ids), "events": data.n_events}
     print(format_live_report(report))

@@ -535,6 +535,7 @@ def run_live_path(
     model_root: Any = None,
     ort_threads: int = 0,
     grid: dict[str, tuple] = CALIBRATION_GRID,
+    mix: Any = None,
 ) -> dict[str, Any]:
     """Cold start measured through the worker's own path (``--live-path``).
 
@@ -552,6 +553,7 @@ def run_live_path(
         text_model: the text model folder (None: the packaged MiniLM).
         model_root: where the version is published (None: a temporary folder, removed afterwards).
         ort_threads: onnxruntime intra-op threads of the engines (0: one per core).
+        mix: how new rows compete with trained ones (:class:`serving.mixture.NewRowMix`; None: the worker's default).
         Others as :func:`run_cold_start`.
     """
     import tempfile
@@ -561,8 +563,10 @@ def run_live_path(
     from encoders.pipeline import TextOptions, text_embeddings
     from encoders.train import build_model, resolve_device, seed_everything, train_model
     from serving.artifact import load_artifact
+    from serving.mixture import NewRowMix
     from serving.text_rows import DEFAULT_CALIBRATION, Calibration, TextRows
 
+    mix = mix or NewRowMix()
     started = time.perf_counter()
     cs = cold_split(data, protocol, holdout, min_users, seed=train_config.seed)
     logger.info("cold split: %s", cs.info)
@@ -634,7 +638,7 @@ def run_live_path(
 
         t0 = time.perf_counter()
         cold_full, cold_new, warm, add_seconds = worker_metrics(
-            artifact, cs, new_int, new_texts, variants, ort_threads, plain_rows
+            artifact, cs, new_int, new_texts, variants, ort_threads, plain_rows, mix
         )
         engine_seconds = time.perf_counter() - t0
     finally:
@@ -662,7 +666,8 @@ def run_live_path(
         key: v for key, v in expected_random(len(new_int)).items() if key in ("ndcg@10", "recall@10")
     }
     base = warm["sasrec_without_new_rows"]["ndcg@10"]
-    drops = {name: (1.0 - warm[f"sasrec_{name}"]["ndcg@10"] / base) if base > 0 else 0.0 for name in variants}
+    ranked = [key.removeprefix("sasrec_") for key in cold_full if key.startswith("sasrec_")]
+    drops = {name: (1.0 - warm[f"sasrec_{name}"]["ndcg@10"] / base) if base > 0 else 0.0 for name in ranked}
     return {
         "split": {**cs.info, "rows": "appended", "path": "worker", "new_items_added": len(new_int)},
         "training": {
@@ -675,6 +680,7 @@ def run_live_path(
         "worker_path": {
             "version": artifact.version,
             "calibrations": {name: (dataclasses.asdict(c) if c else None) for name, c in variants.items()},
+            "new_row_mix": dataclasses.asdict(mix),
             "rows_parity_max_abs": parity,
             "seconds": {
                 "embed_catalog_text_torch": round(embed_seconds, 1),
@@ -705,6 +711,7 @@ def worker_metrics(
     variants: dict[str, Any],
     ort_threads: int = 0,
     plain_rows: Any = None,
+    mix: Any = None,
 ) -> tuple[dict, dict, dict, dict]:
     """The engine's metrics for a published warm-rows version (see :func:`run_live_path`).
 
@@ -715,14 +722,18 @@ def worker_metrics(
         variants: name -> :class:`serving.text_rows.Calibration` or None (plain rows).
         ort_threads: onnxruntime intra-op threads.
         plain_rows: an uncalibrated :class:`serving.text_rows.TextRows` of the version (loaded when None).
+        mix: how every variant's new rows compete with the trained ones (:class:`serving.mixture.NewRowMix`, the
+            worker's default when None); ``plain_raw`` is the plain rows ranked by their raw scores.
 
     Returns:
         ``cold_full``, ``cold_among_new``, ``warm`` (``sasrec_without_new_rows`` and one entry per variant) and the
         seconds each ``add_items`` (rows computed from the texts included) took.
     """
     from serving.engine import Engine
+    from serving.mixture import NewRowMix
     from serving.text_rows import TextRows
 
+    mix = mix or NewRowMix()
     new_ids = [cs.vocab.external(i) for i in new_int]
 
     def external(h: np.ndarray) -> list[str]:
@@ -743,8 +754,10 @@ def worker_metrics(
     cold_full, cold_new, warm, add_seconds = {}, {}, {}, {}
     engine = Engine(artifact, device="cpu", threads=ort_threads)
     warm["sasrec_without_new_rows"] = _ndcg_recall(engine_ranks(engine, warm_h, warm_t))
-    for name, cal in variants.items():
-        engine = Engine(artifact, device="cpu", threads=ort_threads)
+    runs = [(name, cal, mix) for name, cal in variants.items()]
+    runs.insert(1, ("plain_raw", None, None))  # the plain rows ranked by their raw scores, as before the mixture
+    for name, cal, ranking in runs:
+        engine = Engine(artifact, device="cpu", threads=ort_threads, new_rows=ranking)
         if cal is None:
             encoder = plain_rows or TextRows.load(artifact, calibration=None)
         else:

@@ -23,6 +23,7 @@ from serving.artifact import (
     ITEM_EMB_FILE,
     ITEMS_FILE,
     MODEL_FILE,
+    NEW_ROW_INPUTS,
     OUTPUTS,
     TEXT_EMB_FILE,
     TEXT_PROJ_FILE,
@@ -54,6 +55,8 @@ class ScoringGraph(nn.Module):
         item_emb: torch.Tensor,
         item_bias: torch.Tensor,
         seen_penalty: torch.Tensor,
+        item_new: torch.Tensor | None = None,
+        new_mix: torch.Tensor | None = None,
         type_seq: torch.Tensor | None = None,
         scenario_seq: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -64,6 +67,8 @@ class ScoringGraph(nn.Module):
             item_emb: ``[N, D]`` float32 item table (input embedding and scorer).
             item_bias: ``[N]`` float32 added to every score (-inf: never recommend).
             seen_penalty: ``[1]`` float32 added per occurrence to each item of ``item_seq``.
+            item_new: ``[N]`` float32, 1 on the rows added while serving (new items, from their text), else 0.
+            new_mix: ``[2]`` float32 ``(share, temperature)`` of :func:`mix_new_rows`.
             type_seq: ``[B, L]`` int64 event-type ids of the positions (a model that reads behaviour only).
             scenario_seq: ``[B, L]`` int64 scenario ids of the positions (likewise).
 
@@ -77,8 +82,47 @@ class ScoringGraph(nn.Module):
         scores = h @ item_emb.T + item_bias  # [B, N]
         penalty = torch.zeros_like(item_seq, dtype=scores.dtype) + seen_penalty  # [B, L]
         scores = scores.scatter_add(1, item_seq, penalty)  # [B, N]
+        if item_new is not None and new_mix is not None:
+            scores = mix_new_rows(scores, item_new, new_mix)
         top_scores, top_ids = torch.topk(scores, self.top_k, dim=1)  # [B, K], [B, K]
         return top_scores, top_ids
+
+
+def _logsumexp(x: torch.Tensor) -> torch.Tensor:
+    """``[B, N] -> [B, 1]``; a row that is all -inf gives -inf, never NaN."""
+    top = x.amax(dim=1, keepdim=True)
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    return torch.log(torch.exp(x - top).sum(dim=1, keepdim=True)) + top
+
+
+def mix_new_rows(scores: torch.Tensor, item_new: torch.Tensor, new_mix: torch.Tensor) -> torch.Tensor:
+    """Ranks trained and new rows as one mixture: ``P(j) = (1 - share) P_trained(j) + share P_new(j)``.
+
+    ``P_trained`` is the softmax over the trained rows (after the bias and the seen penalty). ``P_new`` is the
+    softmax over the new rows' logits divided by ``temperature``, with ``mass`` times the trained rows' total
+    (``sum exp``) as one more outcome, "none of these": so a lone new item is likely only for users whose scores
+    put it near their trained favourites, and with many new items the mass hardly matters. The trained rows keep
+    their scores (a catalog without new rows ranks and scores exactly as without the mixture); a new row's score
+    is its scaled logit moved by the user's log-odds, so sorting all scores sorts the mixture. A new item thus
+    reaches a list when the user's distribution over the new items is peaked on it, whatever the scale of the
+    text rows against the trained ones (serving/mixture.py).
+
+    Args:
+        scores: ``[B, N]`` scores with bias and seen penalty (-inf: never recommended).
+        item_new: ``[N]``, > 0.5 on new rows.
+        new_mix: ``[3]``: ``share`` in [0, 1) (0: new rows never recommended), ``temperature`` > 0, ``mass`` >= 0.
+    """
+    is_new = item_new > 0.5  # [N]
+    share, temperature, mass = new_mix[0], new_mix[1], new_mix[2]
+    scaled = torch.where(is_new, scores / temperature, scores)
+    never = torch.full_like(scaled, float("-inf"))
+    lse_trained = _logsumexp(torch.where(is_new, never, scaled))  # [B, 1]
+    lse_new = _logsumexp(torch.cat([torch.where(is_new, scaled, never), lse_trained + torch.log(mass)], dim=1))
+    # a user with no trained row left (all excluded) ranks the new rows by their own scores
+    both = torch.isfinite(lse_trained) & torch.isfinite(lse_new)
+    shift = torch.where(both, lse_trained - lse_new, torch.zeros_like(lse_new))
+    delta = torch.log(share) - torch.log1p(-share) + shift  # [B, 1]; share 0: -inf
+    return torch.where(is_new, scaled + delta, scores)
 
 
 def item_table(model: SASRec) -> np.ndarray:
@@ -119,8 +163,10 @@ def export_onnx(model: SASRec, path: str | Path, top_k: int, dynamo: bool = True
         torch.from_numpy(item_table(model)),
         torch.from_numpy(default_bias(n_rows)),
         torch.tensor([float("-inf")]),
+        torch.zeros(n_rows, dtype=torch.float32),
+        torch.tensor([0.1, 1.0, 0.01]),
     )
-    names = list(INPUTS)
+    names = list(INPUTS) + list(NEW_ROW_INPUTS)
     if cfg.n_types:
         types = torch.randint(OTHER, cfg.n_types, seq.shape, dtype=torch.int64) * (seq != PAD_ID)
         scenarios = torch.randint(OTHER, cfg.n_scenarios, seq.shape, dtype=torch.int64) * (seq != PAD_ID)
@@ -139,7 +185,9 @@ def export_onnx(model: SASRec, path: str | Path, top_k: int, dynamo: bool = True
             "item_emb": {0: rows},
             "item_bias": {0: rows},
             "seen_penalty": None,
-            **{name: {0: batch} for name in names[len(INPUTS) :]},
+            "item_new": {0: rows},
+            "new_mix": None,
+            **{name: {0: batch} for name in names[len(INPUTS) + len(NEW_ROW_INPUTS) :]},
         }
         kwargs["external_data"] = False
         kwargs["verbose"] = False
@@ -148,7 +196,8 @@ def export_onnx(model: SASRec, path: str | Path, top_k: int, dynamo: bool = True
             "item_seq": {0: "batch"},
             "item_emb": {0: "n_rows"},
             "item_bias": {0: "n_rows"},
-            **{name: {0: "batch"} for name in names[len(INPUTS) :]},
+            "item_new": {0: "n_rows"},
+            **{name: {0: "batch"} for name in names[len(INPUTS) + len(NEW_ROW_INPUTS) :]},
             "top_scores": {0: "batch"},
             "top_ids": {0: "batch"},
         }
@@ -255,7 +304,7 @@ def write_artifact(
     manifest = {
         "model_type": "sasrec",
         "opset": OPSET,
-        "inputs": list(INPUTS) + (list(BEHAVIOUR_INPUTS) if behaviours else []),
+        "inputs": list(INPUTS) + list(NEW_ROW_INPUTS) + (list(BEHAVIOUR_INPUTS) if behaviours else []),
         "outputs": list(OUTPUTS),
         "max_len": cfg.max_len,
         "pad_id": PAD_ID,

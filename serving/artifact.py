@@ -30,6 +30,7 @@ TEXT_TOKENIZER_FILE = "tokenizer.json"  # optional: the text encoder's tokenizer
 TEXT_ENCODER_INPUTS = ("input_ids", "attention_mask")  # int64 [batch, tokens]
 TEXT_ENCODER_OUTPUT = "text_emb"  # float32 [batch, text_dim], mean-pooled and L2-normalised
 INPUTS = ("item_seq", "item_emb", "item_bias", "seen_penalty")
+NEW_ROW_INPUTS = ("item_new", "new_mix")  # float32 [n_rows] and [2]: ranking new rows against trained ones
 BEHAVIOUR_INPUTS = ("type_seq", "scenario_seq")  # int64 [batch, max_len]: only in a model that reads behaviour
 OUTPUTS = ("top_scores", "top_ids")
 REQUIRED = ("format_version", "model_version", "files", "max_len", "pad_id", "unk_id", "n_items", "dim", "top_k")

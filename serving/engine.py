@@ -11,8 +11,9 @@ from dataclasses import dataclass
 import numpy as np
 import onnxruntime as ort
 
-from serving.artifact import BEHAVIOUR_INPUTS, INPUTS, OUTPUTS, Artifact, ArtifactError
+from serving.artifact import BEHAVIOUR_INPUTS, INPUTS, NEW_ROW_INPUTS, OUTPUTS, Artifact, ArtifactError
 from serving.behaviour import OTHER, PAD, Behaviours
+from serving.mixture import DEFAULT_MIX, NewRowMix
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,8 @@ class ItemRows:
     emb: np.ndarray  # float32 [rows, dim]
     item_bias: np.ndarray  # float32 [rows]: pad and unknown -inf
     device: dict[str, ort.OrtValue]  # the same on the GPU (CUDA only)
+    trained: int  # the first ``trained`` rows are the model's own; the rest were added while serving
+    item_new: np.ndarray  # float32 [rows]: 1 on the rows added while serving
 
     def __len__(self) -> int:
         return len(self.names)
@@ -87,7 +90,9 @@ def select_providers(device: str) -> list[str]:
 class Engine:
     """One onnxruntime session for one model version.
 
-    ``recommend`` is blocking: call it from a worker thread, never on the event loop.
+    ``recommend`` is blocking: call it from a worker thread, never on the event loop. ``new_rows``: how the rows
+    added with :meth:`add_items` compete with the trained ones (:mod:`serving.mixture`); None ranks them by their
+    raw scores, as a version exported before the mixture always does.
     """
 
     def __init__(
@@ -97,8 +102,10 @@ class Engine:
         max_batch: int = 256,
         threads: int = 0,
         exclude_seen: bool = True,
+        new_rows: NewRowMix | None = DEFAULT_MIX,
     ) -> None:
         self.artifact = artifact
+        self.new_rows = new_rows
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
@@ -112,12 +119,16 @@ class Engine:
             raise ArtifactError(f"{artifact.onnx_path} cannot be loaded by onnxruntime: {exc}") from None
         names_in = tuple(i.name for i in self.session.get_inputs())
         names_out = tuple(o.name for o in self.session.get_outputs())
-        reads_behaviour = sorted(names_in) == sorted(INPUTS + BEHAVIOUR_INPUTS)
-        if not (reads_behaviour or sorted(names_in) == sorted(INPUTS)) or sorted(names_out) != sorted(OUTPUTS):
+        reads_behaviour = all(name in names_in for name in BEHAVIOUR_INPUTS)
+        # versions exported before the mixture lack these inputs: they rank new rows by their raw scores
+        self._graph_mixes = all(name in names_in for name in NEW_ROW_INPUTS)
+        optional = (NEW_ROW_INPUTS if self._graph_mixes else ()) + (BEHAVIOUR_INPUTS if reads_behaviour else ())
+        expected = INPUTS + optional
+        if sorted(names_in) != sorted(expected) or sorted(names_out) != sorted(OUTPUTS):
             raise ArtifactError(
                 f"{artifact.onnx_path} has inputs {names_in} and outputs {names_out}; "
-                f"expected {INPUTS} (and optionally {BEHAVIOUR_INPUTS}) and {OUTPUTS} (docs/artifact.md): "
-                "re-export the model"
+                f"expected {INPUTS} (and optionally {NEW_ROW_INPUTS} and {BEHAVIOUR_INPUTS}) and {OUTPUTS} "
+                "(docs/artifact.md): re-export the model"
             )
         self.behaviours = Behaviours.from_manifest(artifact.manifest.get("behaviour")) if reads_behaviour else None
         if reads_behaviour and self.behaviours is None:
@@ -140,8 +151,8 @@ class Engine:
         self._seq = np.zeros((max_batch, self.max_len), dtype=np.int64)
         self._grow = threading.Lock()
         vocab = {item: index for index, item in enumerate(artifact.item_ids) if index >= 2}
-        self.rows = self._snapshot(tuple(artifact.item_ids), vocab, n_rows, bias)
         self.trained_rows = n_rows
+        self.rows = self._snapshot(tuple(artifact.item_ids), vocab, n_rows, bias)
         logger.info(
             "model %s loaded on %s (providers %s): %d items, max_len %d, top_k %d",
             self.version,
@@ -154,11 +165,17 @@ class Engine:
 
     def _snapshot(self, names: tuple[str, ...], vocab: dict[str, int], n_rows: int, bias: np.ndarray) -> ItemRows:
         emb = self._buffer[:n_rows]
+        item_new = np.zeros(n_rows, dtype=np.float32)
+        if self.new_rows is not None:
+            item_new[self.trained_rows :] = 1.0  # else every row ranks by its raw score
         device = {}
         if self.device == "cuda":
-            for name, array in (("item_emb", emb), ("item_bias", bias), ("seen_penalty", self._seen_penalty)):
+            arrays = [("item_emb", emb), ("item_bias", bias), ("seen_penalty", self._seen_penalty)]
+            if self._graph_mixes:
+                arrays.append(("item_new", item_new))
+            for name, array in arrays:
                 device[name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), "cuda", 0)
-        return ItemRows(self.version, names, vocab, emb, bias, device)
+        return ItemRows(self.version, names, vocab, emb, bias, device, self.trained_rows, item_new)
 
     @property
     def version(self) -> str:
@@ -249,6 +266,11 @@ class Engine:
         if self.behaviours is not None:
             steps = self.encode_behaviour(item_seq) if behaviour is None else behaviour
             extra = {BEHAVIOUR_INPUTS[0]: steps[0], BEHAVIOUR_INPUTS[1]: steps[1]}
+        if self._graph_mixes:
+            mix = self.new_rows or DEFAULT_MIX
+            extra["new_mix"] = mix.feed(len(rows) - 2, len(rows) - rows.trained if self.new_rows else 0)
+            if self.device != "cuda":
+                extra["item_new"] = rows.item_new
         if self.device == "cuda":
             binding = self.session.io_binding()
             binding.bind_cpu_input("item_seq", item_seq)

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from serving.artifact import MANIFEST, ArtifactError, list_versions, load_artifact, newest_version, resolve_version
 from serving.engine import Engine
+from serving.mixture import DEFAULT_MIX, NewRowMix
 
 logger = logging.getLogger(__name__)
 
@@ -23,11 +24,13 @@ def engine_loader(
     exclude_seen: bool,
     top_k: int = 1,
     prepare: Callable[[Engine], object] | None = None,
+    new_rows: NewRowMix | None = DEFAULT_MIX,
 ) -> Callable[[Path], Engine]:
     """A function that loads, validates and warms up the engine of one version folder.
 
     ``top_k``: the list length the worker asks for; a version whose graph returns fewer items is refused.
     ``prepare``: runs on the loaded engine before it is served (the worker adds the live catalog's new items).
+    ``new_rows``: how those new items compete with the trained ones (:mod:`serving.mixture`).
     """
 
     def load(path: Path) -> Engine:
@@ -37,7 +40,14 @@ def engine_loader(
                 f"{path} returns {artifact.top_k} items per list and STREAMREC_TOP_K is {top_k}: re-export it with "
                 f"`streamrec export --top-k {top_k}` or lower STREAMREC_TOP_K"
             )
-        engine = Engine(artifact, device=device, max_batch=max_batch, threads=threads, exclude_seen=exclude_seen)
+        engine = Engine(
+            artifact,
+            device=device,
+            max_batch=max_batch,
+            threads=threads,
+            exclude_seen=exclude_seen,
+            new_rows=new_rows,
+        )
         engine.warmup()
         if prepare is not None:
             prepare(engine)

@@ -73,7 +73,13 @@ def load_registry(settings: Settings, prepare: Callable[[Engine], object] | None
     """The model registry for ``settings.model_dir`` (raises ArtifactError with advice); ``prepare`` runs on every
     engine loaded, before it is served."""
     load = engine_loader(
-        settings.device, settings.max_batch, settings.ort_threads, settings.exclude_seen, settings.top_k, prepare
+        settings.device,
+        settings.max_batch,
+        settings.ort_threads,
+        settings.exclude_seen,
+        settings.top_k,
+        prepare,
+        settings.new_row_mix(),
     )
     return ModelRegistry(settings.model_dir, load, settings.shadow_model)
 

@@ -10,6 +10,7 @@ from typing import Annotated, Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from serving.mixture import NewRowMix
 from streams.records import DEFAULT_EVENT_TYPES, DEFAULT_MAX_EVENT_BYTES
 
 PREFIX = "STREAMREC_"
@@ -50,6 +51,16 @@ class Settings(BaseSettings):
         True,
         description="a list holds only items of the triggering event's scenario (items of no known scenario too); "
         "the history spans all scenarios",
+    )
+    new_item_share: float | Literal["auto"] = Field(
+        "auto",
+        description="probability that a user's next item is a new one (added while serving, from its text): a number "
+        "in [0, 1), or auto = the new items' part of the catalog, at least new_item_min_share",
+    )
+    new_item_min_share: float = Field(0.05, ge=0, lt=1, description="the least auto share while there are new items")
+    new_item_temperature: float = Field(1.5, gt=0, description="divides new items' scores before their softmax")
+    new_item_mass: float = Field(
+        0.01, ge=0, description="'none of the new items' outcome, relative to the trained items' total probability"
     )
     device: Literal["auto", "cuda", "cpu"] = "auto"
     ort_threads: int = Field(0, ge=0, description="onnxruntime intra-op threads on CPU; 0 = onnxruntime's default")
@@ -116,6 +127,18 @@ class Settings(BaseSettings):
                 return tuple(json.loads(value))
             return tuple(part.strip() for part in value.split(",") if part.strip())
         return value
+
+    @field_validator("new_item_share")
+    @classmethod
+    def _share_in_range(cls, value: float | str) -> float | str:
+        if value != "auto" and not 0.0 <= float(value) < 1.0:
+            raise ValueError("STREAMREC_NEW_ITEM_SHARE must be auto or a number in [0, 1)")
+        return value
+
+    def new_row_mix(self) -> NewRowMix:
+        """How new items compete with trained ones (:mod:`serving.mixture`)."""
+        share = None if self.new_item_share == "auto" else float(self.new_item_share)
+        return NewRowMix(share, self.new_item_min_share, self.new_item_temperature, self.new_item_mass)
 
     @field_validator("kafka_bootstrap")
     @classmethod

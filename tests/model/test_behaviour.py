@@ -11,7 +11,7 @@ import torch
 
 from encoders.checkpoint import load_checkpoint
 from encoders.pipeline import export_checkpoint
-from serving.artifact import INPUTS, ArtifactError, load_artifact
+from serving.artifact import INPUTS, NEW_ROW_INPUTS, ArtifactError, load_artifact
 from serving.behaviour import OTHER, Behaviours
 from serving.engine import Engine
 
@@ -61,7 +61,7 @@ def test_behaviour_changes_the_list_and_unknown_behaviour_reads_as_other(trained
 
 def test_a_version_exported_without_behaviour_is_still_served(trained_items_only):
     manifest = json.loads((trained_items_only.version_dir / "manifest.json").read_text())
-    assert manifest["inputs"] == list(INPUTS) and manifest["behaviour"] is None
+    assert manifest["inputs"] == list(INPUTS) + list(NEW_ROW_INPUTS) and manifest["behaviour"] is None
     engine = _engine(trained_items_only)
     assert engine.behaviours is None
     n = len(HISTORY)

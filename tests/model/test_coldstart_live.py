@@ -57,7 +57,7 @@ def test_calibration_lifts_a_new_item_for_the_fans_of_its_text_neighbours(traine
         history = [art.item_ids[i] for i in order[:n]]
         found = {}
         for name, encoder in (("plain", plain), ("calibrated", calibrated)):
-            engine = Engine(art, device="cpu")
+            engine = Engine(art, device="cpu", new_rows=None)  # the rows' own scores, not the mixture's
             assert engine.add_items(["new-sneakers"], encoder.rows(texts)) == 1
             ranked = engine.recommend([history], art.top_k)[0]
             at = [s.item_id for s in ranked].index("new-sneakers")  # in the top 20 either way

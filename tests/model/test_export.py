@@ -52,7 +52,16 @@ def test_version_folder_and_manifest(trained):
     assert m["format_version"] == 1 and m["model_version"] == vdir.name
     assert m["opset"] == 18 and m["model_type"] == "sasrec"
     # the simulated events differ in event type: the model reads behaviour, and the manifest names its vocabularies
-    assert m["inputs"] == ["item_seq", "item_emb", "item_bias", "seen_penalty", "type_seq", "scenario_seq"]
+    assert m["inputs"] == [
+        "item_seq",
+        "item_emb",
+        "item_bias",
+        "seen_penalty",
+        "item_new",
+        "new_mix",
+        "type_seq",
+        "scenario_seq",
+    ]
     assert set(m["behaviour"]["event_types"]) == {"view", "click", "add_to_cart", "purchase"}
     assert m["behaviour"]["scenarios"] == [""]  # the events name no scenario
     assert m["outputs"] == ["top_scores", "top_ids"]
@@ -103,6 +112,8 @@ def test_onnx_graph_signature(trained):
         "item_emb": ["n_rows", 32],
         "item_bias": ["n_rows"],
         "seen_penalty": [1],
+        "item_new": ["n_rows"],
+        "new_mix": [3],
         "type_seq": ["batch", 20],
         "scenario_seq": ["batch", 20],
         "top_scores": ["batch", 20],
@@ -121,6 +132,11 @@ def _fixed_batch(trained, n_rows):
     split_hist += [rng.integers(2, n_rows, size=n) for n in (3, 12, 20, 40)]
     split_hist.append(np.array([1, 1, 5]))  # unknown items in the history
     return left_pad(split_hist, 20)
+
+
+def _no_new_rows(n_rows):
+    """``item_new`` and ``new_mix`` of a catalog without rows added while serving."""
+    return {"item_new": np.zeros(n_rows, np.float32), "new_mix": np.array([0.1, 1.0, 0.01], np.float32)}
 
 
 def _behaviour(seq, seed=0):
@@ -143,6 +159,7 @@ def test_onnxruntime_matches_torch(trained, session, penalty):
         "item_emb": art.item_emb,
         "item_bias": default_bias(n_rows),
         "seen_penalty": np.array([penalty], dtype=np.float32),
+        **_no_new_rows(n_rows),
         **_behaviour(seq),
     }
     top_scores, top_ids = session.run(None, feeds)
@@ -166,7 +183,13 @@ def test_seen_items_are_masked_and_catalog_can_grow(trained, session):
     art = load_artifact(trained.version_dir)
     n_rows, dim = art.item_emb.shape
     seq = _fixed_batch(trained, n_rows)
-    base = {"item_seq": seq, "item_emb": art.item_emb, "item_bias": default_bias(n_rows), **_behaviour(seq)}
+    base = {
+        "item_seq": seq,
+        "item_emb": art.item_emb,
+        "item_bias": default_bias(n_rows),
+        **_no_new_rows(n_rows),
+        **_behaviour(seq),
+    }
     _, masked = session.run(None, {**base, "seen_penalty": np.array([-np.inf], np.float32)})
     _, kept = session.run(None, {**base, "seen_penalty": np.array([0.0], np.float32)})
     for row in range(len(seq)):
@@ -186,6 +209,8 @@ def test_seen_items_are_masked_and_catalog_can_grow(trained, session):
             "item_emb": grown,
             "item_bias": default_bias(n_rows + 1),
             "seen_penalty": np.array([-np.inf], np.float32),
+            "item_new": np.zeros(n_rows + 1, np.float32),  # ranked by its raw score, as a trained row
+            "new_mix": np.array([0.1, 1.0, 0.01], np.float32),
             **_behaviour(seq),
         },
     )
@@ -195,3 +220,106 @@ def test_seen_items_are_masked_and_catalog_can_grow(trained, session):
     bias[masked[0, 0]] = -np.inf  # unavailable item
     _, ids = session.run(None, {**base, "item_bias": bias, "seen_penalty": np.array([-np.inf], np.float32)})
     assert masked[0, 0] not in ids[0]
+
+
+def _mixture_reference(scores, is_new, share, temperature, mass):
+    """Log-probabilities of ``(1 - share) P_trained + share P_new``, ``P_new`` over the new rows / temperature and
+    one more outcome of ``mass`` times the trained rows' total."""
+    out = np.full(scores.shape, -np.inf)
+    for row, s in enumerate(scores.astype(np.float64)):
+        trained = np.exp(s[~is_new]).sum()
+        z = s[is_new] / temperature
+        out[row, ~is_new] = np.log(1.0 - share) + s[~is_new] - np.log(trained)
+        out[row, is_new] = np.log(share) + z - np.log(np.exp(z).sum() + mass * trained)
+    return out
+
+
+@pytest.mark.parametrize(("share", "temperature", "mass"), [(0.3, 1.0, 0.0), (0.05, 2.5, 0.01), (0.2, 1.5, 0.5)])
+def test_new_rows_are_ranked_as_a_mixture(trained, session, share, temperature, mass):
+    art = load_artifact(trained.version_dir)
+    n_rows, dim = art.item_emb.shape
+    seq = _fixed_batch(trained, n_rows)
+    behaviour = _behaviour(seq)
+    rng = np.random.default_rng(1)
+    new = (rng.standard_normal((12, dim)) * art.item_emb[2:].std()).astype(np.float32)
+    grown = np.concatenate([art.item_emb, new])
+    is_new = np.arange(len(grown)) >= n_rows
+    bias = default_bias(len(grown))
+    bias[n_rows + 3] = -np.inf  # a new item made unavailable
+    feeds = {
+        "item_seq": seq,
+        "item_emb": grown,
+        "item_bias": bias,
+        "seen_penalty": np.array([-np.inf], np.float32),
+        "item_new": is_new.astype(np.float32),
+        "new_mix": np.array([share, temperature, mass], np.float32),
+        **behaviour,
+    }
+    top_scores, top_ids = session.run(None, feeds)
+
+    with torch.no_grad():
+        steps = torch.from_numpy(np.stack([behaviour["type_seq"], behaviour["scenario_seq"]], axis=-1))
+        h = trained.result.model.encode(torch.from_numpy(seq), torch.from_numpy(grown), behaviour=steps)[:, -1]
+    raw = h.numpy() @ grown.T + bias
+    for row, items in enumerate(seq):
+        raw[row, items] = -np.inf  # seen
+    want = _mixture_reference(raw, is_new, share, temperature, mass)
+    want_ids = np.argsort(-want, axis=1, kind="stable")[:, : top_ids.shape[1]]
+    np.testing.assert_array_equal(top_ids, want_ids)
+    assert is_new[top_ids].any()  # the new rows compete: some reach a list
+    assert n_rows + 3 not in top_ids
+    # trained rows keep their raw scores; each row's mixture differs from the scores by one constant per user
+    shift = top_scores - np.take_along_axis(want, top_ids, axis=1)
+    np.testing.assert_allclose(shift, shift[:, :1].repeat(shift.shape[1], axis=1), atol=1e-3)
+    trained_pos = ~is_new[top_ids]
+    np.testing.assert_allclose(
+        top_scores[trained_pos], np.take_along_axis(raw, top_ids, axis=1)[trained_pos], atol=1e-4
+    )
+
+
+def test_new_rows_share_zero_and_all_unavailable(trained, session):
+    art = load_artifact(trained.version_dir)
+    n_rows, dim = art.item_emb.shape
+    seq = _fixed_batch(trained, n_rows)
+    grown = np.concatenate([art.item_emb, 10.0 * art.item_emb[2:6]])  # strong rows that would win
+    is_new = (np.arange(len(grown)) >= n_rows).astype(np.float32)
+    feeds = {
+        "item_seq": seq,
+        "item_emb": grown,
+        "item_bias": default_bias(len(grown)),
+        "seen_penalty": np.array([-np.inf], np.float32),
+        "item_new": is_new,
+        **_behaviour(seq),
+    }
+    scores, ids = session.run(None, {**feeds, "new_mix": np.array([0.0, 1.0, 0.01], np.float32)})
+    assert (ids < n_rows).all() and np.isfinite(scores).all()  # share 0: new rows never recommended
+    unavailable = default_bias(len(grown))
+    unavailable[n_rows:] = -np.inf
+    feeds["item_bias"] = unavailable
+    scores, ids = session.run(None, {**feeds, "new_mix": np.array([0.5, 1.0, 0.0], np.float32)})
+    assert (ids < n_rows).all() and not np.isnan(scores).any()
+
+
+def test_new_rows_alone_rank_by_their_own_scores(trained, session):
+    """With every trained row excluded (a list of new items only) the mixture keeps the new rows' order."""
+    art = load_artifact(trained.version_dir)
+    n_rows, dim = art.item_emb.shape
+    seq = _fixed_batch(trained, n_rows)
+    rng = np.random.default_rng(2)
+    grown = np.concatenate([art.item_emb, rng.standard_normal((25, dim)).astype(np.float32)])
+    bias = np.full(len(grown), -np.inf, np.float32)
+    bias[n_rows:] = 0.0
+    feeds = {
+        "item_seq": seq,
+        "item_emb": grown,
+        "item_bias": bias,
+        "seen_penalty": np.array([-np.inf], np.float32),
+        "item_new": (np.arange(len(grown)) >= n_rows).astype(np.float32),
+        **_behaviour(seq),
+    }
+    _, mixed = session.run(None, {**feeds, "new_mix": np.array([0.2, 1.5, 0.01], np.float32)})
+    _, raw = session.run(
+        None, {**feeds, "item_new": np.zeros(len(grown), np.float32), "new_mix": np.array([0.2, 1.0, 0.0], np.float32)}
+    )
+    np.testing.assert_array_equal(mixed, raw)
+    assert (mixed >= n_rows).all()
