@@ -178,8 +178,8 @@ def _parser() -> argparse.ArgumentParser:
     c.add_argument(
         "--new-item-mix",
         metavar="SHARE,TEMPERATURE,MASS",
-        help="with --live-path: how new items compete with trained ones, as STREAMREC_NEW_ITEM_SHARE (auto or a "
-        "number), _TEMPERATURE and _MASS (default: the worker's defaults; docs/model.md)",
+        help="with --live-path: how new items compete with trained ones, as STREAMREC_NEW_ITEM_SHARE, _TEMPERATURE "
+        "(auto or a number each) and _MASS (default: the worker's defaults, auto,auto,0.01; docs/model.md)",
     )
     c.add_argument(
         "--id-dropout",
@@ -363,9 +363,13 @@ def _new_item_mix(value: str | None):
         return NewRowMix()
     try:
         share, temperature, mass = value.split(",")
-        return NewRowMix(None if share == "auto" else float(share), temperature=float(temperature), mass=float(mass))
+        return NewRowMix(
+            None if share == "auto" else float(share),
+            temperature=None if temperature == "auto" else float(temperature),
+            mass=float(mass),
+        )
     except ValueError as exc:
-        hint = "--new-item-mix takes SHARE,TEMPERATURE,MASS (e.g. auto,1.5,0.01)"
+        hint = "--new-item-mix takes SHARE,TEMPERATURE,MASS (e.g. auto,auto,0.01)"
         raise DataError(f"{hint}, not {value!r}: {exc}") from None
 
 

@@ -560,6 +560,7 @@ def run_live_path(
     from pathlib import Path
 
     from encoders.export import write_artifact
+    from encoders.mixture_fit import fit_new_item_temperature
     from encoders.pipeline import TextOptions, text_embeddings
     from encoders.train import build_model, resolve_device, seed_everything, train_model
     from serving.artifact import load_artifact
@@ -592,6 +593,8 @@ def run_live_path(
     tmp = tempfile.TemporaryDirectory(prefix="streamrec-live-") if model_root is None else None
     root = Path(tmp.name if tmp is not None else model_root)
     try:
+        fraction = max(len(cs.cold) / max(cs.vocab.n_items, 1), 0.05)
+        mixture = fit_new_item_temperature(model, cs.split.valid, fraction, train_config.seed, mix=mix)
         t0 = time.perf_counter()
         version = write_artifact(
             model,
@@ -601,6 +604,7 @@ def run_live_path(
             training={"data": data.source, "cold_split": cs.info, "epochs": result.epochs_run},
             metrics={"valid_sasrec": result.best_valid},
             text_model=text_path,
+            new_item_mixture=mixture,
         )
         export_seconds = time.perf_counter() - t0
         artifact = load_artifact(version)
@@ -627,7 +631,7 @@ def run_live_path(
             plain_rows.weight,
             plain_rows.bias,
             cs.split.valid,
-            fraction=max(len(cs.cold) / max(cs.vocab.n_items, 1), 0.05),
+            fraction=fraction,
             seed=train_config.seed,
             grid=grid,
         )
@@ -681,6 +685,7 @@ def run_live_path(
             "version": artifact.version,
             "calibrations": {name: (dataclasses.asdict(c) if c else None) for name, c in variants.items()},
             "new_row_mix": dataclasses.asdict(mix),
+            "new_item_mixture": artifact.manifest["text"].get("mixture"),
             "rows_parity_max_abs": parity,
             "seconds": {
                 "embed_catalog_text_torch": round(embed_seconds, 1),

@@ -253,6 +253,7 @@ def write_artifact(
     extra_config: dict[str, Any] | None = None,
     text_model: str | None = None,
     behaviours: Behaviours | None = None,
+    new_item_mixture: dict[str, Any] | None = None,
 ) -> Path:
     """Writes a complete model version into ``model_root`` (``.tmp-*`` then rename).
 
@@ -267,6 +268,8 @@ def write_artifact(
         text_model: the text model's folder when the model uses text embeddings: its encoder and tokenizer
             are exported too (``text_encoder.onnx``, ``tokenizer.json``) for the worker's rows of new items.
         behaviours: the event types and scenarios of a model that reads behaviour (the manifest's ``behaviour``).
+        new_item_mixture: how this version's new items compete, chosen on validation
+            (:func:`encoders.mixture_fit.fit_new_item_temperature`; the manifest's ``text.mixture``).
 
     Returns:
         The published version folder.
@@ -298,6 +301,8 @@ def write_artifact(
                 "proj_file": TEXT_PROJ_FILE,
                 **_text_encoder(tmp, text_model, cfg.text_dim),
             }
+            if new_item_mixture is not None:
+                text["mixture"] = new_item_mixture
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

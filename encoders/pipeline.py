@@ -28,6 +28,7 @@ from encoders.evaluate import (
     model_scorer,
 )
 from encoders.export import write_artifact
+from encoders.mixture_fit import fit_new_item_temperature
 from encoders.recipe import adapt
 from encoders.split import Split, leave_last_out, left_pad
 from encoders.train import TrainResult, build_model, refit_model, resolve_device, seed_everything, train_model
@@ -217,6 +218,8 @@ def train_and_export(
         "seed": train_config.seed,
         "threads": torch.get_num_threads(),
     }
+    if text_emb is not None:
+        training["new_item_mixture"] = fit_new_item_temperature(result.model, split.valid, seed=train_config.seed)
     ckpt = Checkpoint(result.model.cpu(), vocab, train_config, training, metrics, text_model, behaviours)
     version = write_artifact(
         ckpt.model,
@@ -228,6 +231,7 @@ def train_and_export(
         extra_config=_train_summary(train_config),
         text_model=text_model,
         behaviours=behaviours,
+        new_item_mixture=training.get("new_item_mixture"),
     )
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(model_root)
     ckpt_path = save_checkpoint(ckpt_dir / f"{version.name}.pt", ckpt)
@@ -270,6 +274,7 @@ def export_checkpoint(checkpoint: str | Path, model_root: str | Path, top_k: int
         extra_config=_train_summary(ckpt.train_config),
         text_model=ckpt.text_model,
         behaviours=ckpt.behaviours,
+        new_item_mixture=ckpt.training.get("new_item_mixture"),
     )
 
 

@@ -106,6 +106,7 @@ class Engine:
     ) -> None:
         self.artifact = artifact
         self.new_rows = new_rows
+        self.new_temperature = (new_rows or DEFAULT_MIX).temperature_for(artifact.manifest)
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         options.intra_op_num_threads = threads
@@ -176,6 +177,12 @@ class Engine:
             for name, array in arrays:
                 device[name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), "cuda", 0)
         return ItemRows(self.version, names, vocab, emb, bias, device, self.trained_rows, item_new)
+
+    def new_mix(self, rows: ItemRows | None = None) -> np.ndarray:
+        """``[share, temperature, mass]`` with which ``rows``' new items compete (share 0: none, or no mixture)."""
+        rows = rows or self.rows
+        new = len(rows) - rows.trained if self.new_rows is not None and self._graph_mixes else 0
+        return (self.new_rows or DEFAULT_MIX).feed(len(rows) - 2, new, self.new_temperature)
 
     @property
     def version(self) -> str:
@@ -267,8 +274,7 @@ class Engine:
             steps = self.encode_behaviour(item_seq) if behaviour is None else behaviour
             extra = {BEHAVIOUR_INPUTS[0]: steps[0], BEHAVIOUR_INPUTS[1]: steps[1]}
         if self._graph_mixes:
-            mix = self.new_rows or DEFAULT_MIX
-            extra["new_mix"] = mix.feed(len(rows) - 2, len(rows) - rows.trained if self.new_rows else 0)
+            extra["new_mix"] = self.new_mix(rows)
             if self.device != "cuda":
                 extra["item_new"] = rows.item_new
         if self.device == "cuda":

@@ -11,8 +11,11 @@ list when the user's distribution over the new items is peaked on it, e.g. the s
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+FALLBACK_TEMPERATURE = 1.0  # a version without a chosen one (exported from a checkpoint without it): the raw logits
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,20 +29,22 @@ class NewRowMix:
         min_share: the least ``auto`` share while there are new rows, so that a handful of new items can still be
             recommended to the users whose scores favour them.
         temperature: divides the new rows' scores (> 1: flatter, so one new item is rarely far more likely than
-            another).
+            another); None (``auto``): the version's own, chosen on validation users at training
+            (``text.mixture.temperature`` of its manifest, :mod:`encoders.mixture_fit`), else
+            :data:`FALLBACK_TEMPERATURE`.
         mass: the "none of these" outcome among the new rows, relative to the trained rows' total.
     """
 
     share: float | None = None
     min_share: float = 0.05
-    temperature: float = 1.5
+    temperature: float | None = None
     mass: float = 0.01
 
     def __post_init__(self) -> None:
         for name, value in (("share", self.share), ("min_share", self.min_share)):
             if value is not None and not 0.0 <= value < 1.0:
                 raise ValueError(f"the new items' {name} must be in [0, 1), not {value}")
-        if not self.temperature > 0.0:
+        if self.temperature is not None and not self.temperature > 0.0:
             raise ValueError(f"the new items' temperature must be > 0, not {self.temperature}")
         if not self.mass >= 0.0:
             raise ValueError(f"the new items' mass must be >= 0, not {self.mass}")
@@ -52,9 +57,16 @@ class NewRowMix:
             return self.share
         return min(max(new_rows / max(rows, 1), self.min_share), 0.999)
 
-    def feed(self, rows: int, new_rows: int) -> np.ndarray:
+    def temperature_for(self, manifest: dict[str, Any]) -> float:
+        """This mix's temperature, else the version's (its manifest's ``text.mixture``), else the fallback."""
+        if self.temperature is not None:
+            return self.temperature
+        chosen = ((manifest.get("text") or {}).get("mixture") or {}).get("temperature")
+        return float(chosen) if isinstance(chosen, int | float) and chosen > 0 else FALLBACK_TEMPERATURE
+
+    def feed(self, rows: int, new_rows: int, temperature: float) -> np.ndarray:
         """The graph's ``new_mix`` input: float32 ``[share, temperature, mass]``."""
-        return np.array([self.share_for(rows, new_rows), self.temperature, self.mass], dtype=np.float32)
+        return np.array([self.share_for(rows, new_rows), temperature, self.mass], dtype=np.float32)
 
 
 DEFAULT_MIX = NewRowMix()  # the worker's defaults (the settings' defaults)

@@ -32,6 +32,8 @@ class Metrics(NamedTuple):
     recovery_reseeks: Counter
     users_tracked: Gauge
     model_info: Gauge
+    new_item_share: Gauge
+    new_item_temperature: Gauge
     model_swaps: Counter
     consumer_lag: Gauge
     online_graded: Counter
@@ -180,6 +182,16 @@ class Metrics(NamedTuple):
             ),
             model_info=Gauge(
                 "streamrec_model_info", "The model version being served (value 1)", ["version"], registry=registry
+            ),
+            new_item_share=Gauge(
+                "streamrec_new_item_share",
+                "The live model's probability that a user's next item is a new one (0: no new items or no mixture)",
+                registry=registry,
+            ),
+            new_item_temperature=Gauge(
+                "streamrec_new_item_temperature",
+                "The live model's temperature for the new items' scores (its own, chosen on validation, by default)",
+                registry=registry,
             ),
             model_swaps=Counter(
                 "streamrec_model_swaps_total",

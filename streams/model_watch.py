@@ -17,6 +17,9 @@ class ModelWatch:
         self._metrics = metrics
         self._executor = executor
         metrics.model_info.labels(registry.current.version).set(1)
+        # read at each scrape, from whichever engine is live then
+        metrics.new_item_share.set_function(lambda: float(registry.current.new_mix()[0]))
+        metrics.new_item_temperature.set_function(lambda: float(registry.current.new_mix()[1]))
 
     async def poll(self) -> str:
         """One look at the model root (and the shadow's); returns the live model's outcome (swapped, rejected,

@@ -58,7 +58,11 @@ class Settings(BaseSettings):
         "in [0, 1), or auto = the new items' part of the catalog, at least new_item_min_share",
     )
     new_item_min_share: float = Field(0.05, ge=0, lt=1, description="the least auto share while there are new items")
-    new_item_temperature: float = Field(1.5, gt=0, description="divides new items' scores before their softmax")
+    new_item_temperature: float | Literal["auto"] = Field(
+        "auto",
+        description="divides new items' scores before their softmax; auto = the one the model version chose on "
+        "validation at training (its manifest's text.mixture), else 1",
+    )
     new_item_mass: float = Field(
         0.01, ge=0, description="'none of the new items' outcome, relative to the trained items' total probability"
     )
@@ -135,10 +139,18 @@ class Settings(BaseSettings):
             raise ValueError("STREAMREC_NEW_ITEM_SHARE must be auto or a number in [0, 1)")
         return value
 
+    @field_validator("new_item_temperature")
+    @classmethod
+    def _temperature_positive(cls, value: float | str) -> float | str:
+        if value != "auto" and not float(value) > 0.0:
+            raise ValueError("STREAMREC_NEW_ITEM_TEMPERATURE must be auto or a number > 0")
+        return value
+
     def new_row_mix(self) -> NewRowMix:
         """How new items compete with trained ones (:mod:`serving.mixture`)."""
         share = None if self.new_item_share == "auto" else float(self.new_item_share)
-        return NewRowMix(share, self.new_item_min_share, self.new_item_temperature, self.new_item_mass)
+        temperature = None if self.new_item_temperature == "auto" else float(self.new_item_temperature)
+        return NewRowMix(share, self.new_item_min_share, temperature, self.new_item_mass)
 
     @field_validator("kafka_bootstrap")
     @classmethod

@@ -50,6 +50,8 @@ SIMPLE_METRICS = (
     "streamrec_catalog_updates_total",
     "streamrec_catalog_invalid_total",
     "streamrec_catalog_items_embedded_total",
+    "streamrec_new_item_share",
+    "streamrec_new_item_temperature",
 )
 WORKER_METRICS = frozenset(
     [*SIMPLE_METRICS, *(f"{h}{suffix}" for h in HISTOGRAMS for suffix in ("_bucket", "_sum", "_count"))]
@@ -237,6 +239,8 @@ def healthy_worker_series(samples: int) -> list[dict[str, str]]:
         sample_series(f"12+0x{n}", "streamrec_catalog_items", scenario="shop", available="false"),
         sample_series(f"0+5x{n}", "streamrec_catalog_updates_total"),
         sample_series(f"0+1x{n}", "streamrec_catalog_invalid_total", reason="bad_field"),
+        sample_series(f"0.05+0x{n}", "streamrec_new_item_share"),
+        sample_series(f"1.25+0x{n}", "streamrec_new_item_temperature"),
         # 2 new items per step, each embedded for the live and the shadow model; recommendable within a second.
         sample_series(f"0+4x{n}", "streamrec_catalog_items_embedded_total"),
     ]

@@ -12,9 +12,10 @@ import torch
 from torch import nn
 
 from encoders.export import ScoringGraph
+from encoders.mixture_fit import TEMPERATURES
 from serving.artifact import INPUTS, load_artifact, sha256_of
 from serving.engine import Engine
-from serving.mixture import NewRowMix
+from serving.mixture import FALLBACK_TEMPERATURE, NewRowMix
 
 
 def test_share_rules_and_validation():
@@ -23,7 +24,11 @@ def test_share_rules_and_validation():
     assert mix.share_for(1000, 10) == mix.min_share == 0.05  # a handful: the floor
     assert mix.share_for(1000, 300) == pytest.approx(0.3)  # their part of the catalog
     assert NewRowMix(share=0.2).share_for(1000, 1) == 0.2
-    np.testing.assert_allclose(NewRowMix(0.2, temperature=2.0, mass=0.5).feed(100, 3), [0.2, 2.0, 0.5])
+    np.testing.assert_allclose(NewRowMix(0.2, mass=0.5).feed(100, 3, 2.0), [0.2, 2.0, 0.5])
+    chosen = {"text": {"mixture": {"temperature": 1.25}}}
+    assert NewRowMix().temperature_for(chosen) == 1.25  # auto: the version's own
+    assert NewRowMix(temperature=2.0).temperature_for(chosen) == 2.0  # a setting wins
+    assert NewRowMix().temperature_for({"text": None}) == FALLBACK_TEMPERATURE == 1.0
     for bad in ({"share": 1.0}, {"share": -0.1}, {"min_share": 1.0}, {"temperature": 0.0}, {"mass": -1.0}):
         with pytest.raises(ValueError):
             NewRowMix(**bad)
@@ -119,3 +124,22 @@ def test_a_version_exported_before_the_mixture_ranks_new_rows_by_raw_score(train
     assert got[0].item_id == "strong"
     assert [s.item_id for s in got] == [s.item_id for s in want]
     np.testing.assert_allclose([s.score for s in got], [s.score for s in want], atol=1e-4)
+
+
+def test_a_version_with_text_records_the_temperature_chosen_on_validation(trained_text):
+    manifest = json.loads((trained_text.version_dir / "manifest.json").read_text())
+    fitted = manifest["text"]["mixture"]
+    grid = fitted["validation"]["grid"]
+    assert [g["temperature"] for g in grid] == list(TEMPERATURES)
+    allowed = [g for g in grid if g["other_drop"] < fitted["validation"]["max_drop"]]
+    chosen = next(g for g in grid if g["temperature"] == fitted["temperature"])
+    if allowed:  # the best gain among the temperatures that cost the other users little
+        assert chosen in allowed and chosen["new_ndcg@10"] == max(g["new_ndcg@10"] for g in allowed)
+    assert fitted["validation"]["users_with_a_pseudo_new_target"] > 0
+    assert Engine(load_artifact(trained_text.version_dir), device="cpu").new_temperature == fitted["temperature"]
+    assert (
+        Engine(
+            load_artifact(trained_text.version_dir), device="cpu", new_rows=NewRowMix(temperature=3.0)
+        ).new_temperature
+        == 3.0
+    )

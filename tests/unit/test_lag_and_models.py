@@ -55,6 +55,9 @@ class Engine:
     def __init__(self, version):
         self.version = version
 
+    def new_mix(self):
+        return [0.05 * int(self.version[1:]), 1.5, 0.01]
+
 
 class Registry:
     def __init__(self, outcomes):
@@ -76,7 +79,10 @@ def test_model_watch_keeps_one_version_series_and_counts_outcomes():
     metrics = Metrics.create(registry)
     watch = ModelWatch(Registry([UNCHANGED, REJECTED, SWAPPED]), metrics, ThreadPoolExecutor(1))
     assert registry.get_sample_value("streamrec_model_info", {"version": "v1"}) == 1
+    assert registry.get_sample_value("streamrec_new_item_share") == 0.05
     assert [asyncio.run(watch.poll()) for _ in range(3)] == [UNCHANGED, REJECTED, SWAPPED]
+    assert registry.get_sample_value("streamrec_new_item_share") == 0.1  # read from the engine live now
+    assert registry.get_sample_value("streamrec_new_item_temperature") == 1.5
     assert registry.get_sample_value("streamrec_model_info", {"version": "v1"}) is None
     assert registry.get_sample_value("streamrec_model_info", {"version": "v2"}) == 1
     assert registry.get_sample_value("streamrec_model_swaps_total", {"outcome": "rejected"}) == 1
