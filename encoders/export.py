@@ -99,9 +99,10 @@ def mix_new_rows(scores: torch.Tensor, item_new: torch.Tensor, new_mix: torch.Te
     """Ranks trained and new rows as one mixture: ``P(j) = (1 - share) P_trained(j) + share P_new(j)``.
 
     ``P_trained`` is the softmax over the trained rows (after the bias and the seen penalty). ``P_new`` is the
-    softmax over the new rows' logits divided by ``temperature``, with ``mass`` times the trained rows' total
-    (``sum exp``) as one more outcome, "none of these": so a lone new item is likely only for users whose scores
-    put it near their trained favourites, and with many new items the mass hardly matters. The trained rows keep
+    softmax over the new rows' logits divided by ``temperature``, beside one more outcome, "none of these": a
+    pseudo-row whose logit is ``log(mass * sum exp(trained logits))``, divided by ``temperature`` as well. So a lone
+    new item is likely only for users whose scores put it near their trained favourites, and with many new items
+    the pseudo-row hardly matters. Adding a constant to every logit changes no list. The trained rows keep
     their scores (a catalog without new rows ranks and scores exactly as without the mixture); a new row's score
     is its scaled logit moved by the user's log-odds, so sorting all scores sorts the mixture. A new item thus
     reaches a list when the user's distribution over the new items is peaked on it, whatever the scale of the
@@ -117,7 +118,8 @@ def mix_new_rows(scores: torch.Tensor, item_new: torch.Tensor, new_mix: torch.Te
     scaled = torch.where(is_new, scores / temperature, scores)
     never = torch.full_like(scaled, float("-inf"))
     lse_trained = _logsumexp(torch.where(is_new, never, scaled))  # [B, 1]
-    lse_new = _logsumexp(torch.cat([torch.where(is_new, scaled, never), lse_trained + torch.log(mass)], dim=1))
+    none = (lse_trained + torch.log(mass)) / temperature  # [B, 1]: a pseudo-row scored like the trained total * mass
+    lse_new = _logsumexp(torch.cat([torch.where(is_new, scaled, never), none], dim=1))
     # a user with no trained row left (all excluded) ranks the new rows by their own scores
     both = torch.isfinite(lse_trained) & torch.isfinite(lse_new)
     shift = torch.where(both, lse_trained - lse_new, torch.zeros_like(lse_new))

@@ -110,7 +110,8 @@ def fit_new_item_temperature(
         lse_trained = _logsumexp(trained)
         for temp in temperatures:
             z = np.where(is_new, s / temp, -np.inf)
-            lse_new = np.logaddexp(_logsumexp(z), lse_trained + np.log(mix.mass) if mix.mass else -np.inf)
+            none = (lse_trained + np.log(mix.mass)) / temp if mix.mass else -np.inf
+            lse_new = np.logaddexp(_logsumexp(z), none)
             mixed = np.where(is_new, z + log_odds + lse_trained - lse_new, s)
             g = _gains(mixed, tgt)
             sums[temp] += (g[c].sum(), g[~c].sum())

@@ -4,8 +4,9 @@ A text row's raw score is not on the trained rows' scale: trained as text-only r
 list or crowd out what the user came for. The graph (``encoders.export.mix_new_rows``) therefore ranks the union as
 a mixture, each user on their own: with probability ``1 - share`` the next item is a trained one (the softmax over
 the trained rows), with probability ``share`` a new one (the softmax over the new rows' scores divided by
-``temperature``, beside a "none of these" outcome of ``mass`` times the trained rows' total). A new item reaches a
-list when the user's distribution over the new items is peaked on it, e.g. the sequel of the film just watched.
+``temperature``, beside a "none of these" pseudo-row whose score is the log of ``mass`` times the trained rows' total
+``sum exp``). A new item reaches a list when the user's distribution over the new items is peaked on it, e.g. the
+sequel of the film just watched.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ class NewRowMix:
             another); None (``auto``): the version's own, chosen on validation users at training
             (``text.mixture.temperature`` of its manifest, :mod:`encoders.mixture_fit`), else
             :data:`FALLBACK_TEMPERATURE`.
-        mass: the "none of these" outcome among the new rows, relative to the trained rows' total.
+        mass: the "none of these" pseudo-row among the new rows: its score is ``log(mass * sum exp(trained scores))``.
     """
 
     share: float | None = None

@@ -224,13 +224,14 @@ def test_seen_items_are_masked_and_catalog_can_grow(trained, session):
 
 def _mixture_reference(scores, is_new, share, temperature, mass):
     """Log-probabilities of ``(1 - share) P_trained + share P_new``, ``P_new`` over the new rows / temperature and
-    one more outcome of ``mass`` times the trained rows' total."""
+    a pseudo-row of logit ``log(mass * sum exp(trained))``, divided by the temperature too."""
     out = np.full(scores.shape, -np.inf)
     for row, s in enumerate(scores.astype(np.float64)):
         trained = np.exp(s[~is_new]).sum()
         z = s[is_new] / temperature
         out[row, ~is_new] = np.log(1.0 - share) + s[~is_new] - np.log(trained)
-        out[row, is_new] = np.log(share) + z - np.log(np.exp(z).sum() + mass * trained)
+        none = np.exp(np.log(mass * trained) / temperature) if mass else 0.0  # a pseudo-row, scaled alike
+        out[row, is_new] = np.log(share) + z - np.log(np.exp(z).sum() + none)
     return out
 
 
