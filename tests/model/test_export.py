@@ -269,6 +269,8 @@ def test_new_rows_are_ranked_as_a_mixture(trained, session, share, temperature, 
     np.testing.assert_array_equal(top_ids, want_ids)
     assert is_new[top_ids].any()  # the new rows compete: some reach a list
     assert n_rows + 3 not in top_ids
+    _, shifted = session.run(None, {**feeds, "item_bias": bias + np.float32(5.0)})  # every score + 5
+    np.testing.assert_array_equal(shifted, top_ids)
     # trained rows keep their raw scores; each row's mixture differs from the scores by one constant per user
     shift = top_scores - np.take_along_axis(want, top_ids, axis=1)
     np.testing.assert_allclose(shift, shift[:, :1].repeat(shift.shape[1], axis=1), atol=1e-3)
