@@ -121,7 +121,10 @@ def fit_new_item_temperature(
     for temp, (cold_sum, warm_sum) in sums.items():
         warm = warm_sum / max(n_warm, 1)
         drop = 1.0 - warm / base if base > 0 else 0.0
-        grid.append({"temperature": temp, "new_ndcg@10": cold_sum / max(n_cold, 1), "other_drop": drop})
+        # plain floats: the dict goes into the checkpoint, which torch loads with weights_only
+        grid.append(
+            {"temperature": float(temp), "new_ndcg@10": float(cold_sum / max(n_cold, 1)), "other_drop": float(drop)}
+        )
     allowed = [g for g in grid if g["other_drop"] < max_drop] or [min(grid, key=lambda g: g["other_drop"])]
     best = max(allowed, key=lambda g: (g["new_ndcg@10"], g["temperature"]))
     result = {
@@ -129,10 +132,10 @@ def fit_new_item_temperature(
         "validation": {
             "pseudo_new_items": len(pseudo),
             "share": round(float(share), 4),
-            "mass": mix.mass,
+            "mass": float(mix.mass),
             "users_with_a_pseudo_new_target": n_cold,
             "other_users": n_warm,
-            "other_ndcg@10_without": base,
+            "other_ndcg@10_without": float(base),
             "max_drop": max_drop,
             "grid": grid,
             "seconds": round(time.perf_counter() - started, 1),

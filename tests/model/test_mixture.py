@@ -13,6 +13,7 @@ from torch import nn
 
 from encoders.export import ScoringGraph
 from encoders.mixture_fit import TEMPERATURES
+from encoders.pipeline import export_checkpoint
 from serving.artifact import INPUTS, load_artifact, sha256_of
 from serving.engine import Engine
 from serving.mixture import FALLBACK_TEMPERATURE, NewRowMix
@@ -143,3 +144,9 @@ def test_a_version_with_text_records_the_temperature_chosen_on_validation(traine
         ).new_temperature
         == 3.0
     )
+
+
+def test_a_checkpoint_exported_again_keeps_the_chosen_temperature(trained_text, tmp_path):
+    again = export_checkpoint(trained_text.checkpoint, tmp_path / "models")  # torch loads it with weights_only
+    fitted = json.loads((trained_text.version_dir / "manifest.json").read_text())["text"]["mixture"]
+    assert json.loads((again / "manifest.json").read_text())["text"]["mixture"] == fitted
