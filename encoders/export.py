@@ -88,13 +88,6 @@ class ScoringGraph(nn.Module):
         return top_scores, top_ids
 
 
-def _logsumexp(x: torch.Tensor) -> torch.Tensor:
-    """``[B, N] -> [B, 1]``; a row that is all -inf gives -inf, never NaN."""
-    top = x.amax(dim=1, keepdim=True)
-    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
-    return torch.log(torch.exp(x - top).sum(dim=1, keepdim=True)) + top
-
-
 def mix_new_rows(scores: torch.Tensor, item_new: torch.Tensor, new_mix: torch.Tensor) -> torch.Tensor:
     """Ranks trained and new rows as one mixture: ``P(j) = (1 - share) P_trained(j) + share P_new(j)``.
 
@@ -102,24 +95,33 @@ def mix_new_rows(scores: torch.Tensor, item_new: torch.Tensor, new_mix: torch.Te
     softmax over the new rows' logits divided by ``temperature``, beside one more outcome, "none of these": a
     pseudo-row whose logit is ``log(mass * sum exp(trained logits))``, divided by ``temperature`` as well. So a lone
     new item is likely only for users whose scores put it near their trained favourites, and with many new items
-    the pseudo-row hardly matters. Adding a constant to every logit changes no list. The trained rows keep
-    their scores (a catalog without new rows ranks and scores exactly as without the mixture); a new row's score
-    is its scaled logit moved by the user's log-odds, so sorting all scores sorts the mixture. A new item thus
-    reaches a list when the user's distribution over the new items is peaked on it, whatever the scale of the
-    text rows against the trained ones (serving/mixture.py).
+    the pseudo-row hardly matters. Adding a constant to every logit changes no list. The trained rows keep their
+    scores (a catalog without new rows ranks and scores exactly as without the mixture); a new row's score is its
+    scaled logit moved by the user's log-odds, so sorting all scores sorts the mixture. A new item thus reaches a
+    list when the user's distribution over the new items is peaked on it, whatever the scale of the text rows
+    against the trained ones (serving/mixture.py).
+
+    Few passes over ``[B, N]`` (it runs on every batch): one exponential with the row's common maximum, and both
+    groups' sums in one matrix product; a group whose every row is more than ~87 (float32's range) below the
+    other's best counts as empty.
 
     Args:
         scores: ``[B, N]`` scores with bias and seen penalty (-inf: never recommended).
-        item_new: ``[N]``, > 0.5 on new rows.
+        item_new: ``[N]``, 1 on new rows, else 0.
         new_mix: ``[3]``: ``share`` in [0, 1) (0: new rows never recommended), ``temperature`` > 0, ``mass`` >= 0.
     """
     is_new = item_new > 0.5  # [N]
     share, temperature, mass = new_mix[0], new_mix[1], new_mix[2]
-    scaled = torch.where(is_new, scores / temperature, scores)
-    never = torch.full_like(scaled, float("-inf"))
-    lse_trained = _logsumexp(torch.where(is_new, never, scaled))  # [B, 1]
-    none = (lse_trained + torch.log(mass)) / temperature  # [B, 1]: a pseudo-row scored like the trained total * mass
-    lse_new = _logsumexp(torch.cat([torch.where(is_new, scaled, never), none], dim=1))
+    scaled = scores * torch.where(is_new, 1.0 / temperature, torch.ones_like(item_new))  # [B, N]
+    top = scaled.amax(dim=1, keepdim=True)  # [B, 1]
+    top = torch.where(torch.isfinite(top), top, torch.zeros_like(top))
+    groups = torch.stack([1.0 - item_new, item_new], dim=1)  # [N, 2]
+    lse = torch.log(torch.exp(scaled - top) @ groups) + top  # [B, 2]: log sum exp of the trained, the new rows
+    lse_trained, lse_new = lse[:, :1], lse[:, 1:]
+    none = (lse_trained + torch.log(mass)) / temperature  # a pseudo-row scored like the trained total * mass
+    high = torch.maximum(lse_new, none)
+    high = torch.where(torch.isfinite(high), high, torch.zeros_like(high))
+    lse_new = torch.log(torch.exp(lse_new - high) + torch.exp(none - high)) + high
     # a user with no trained row left (all excluded) ranks the new rows by their own scores
     both = torch.isfinite(lse_trained) & torch.isfinite(lse_new)
     shift = torch.where(both, lse_trained - lse_new, torch.zeros_like(lse_new))
