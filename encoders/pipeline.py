@@ -219,7 +219,8 @@ def train_and_export(
         "threads": torch.get_num_threads(),
     }
     if text_emb is not None:
-        training["new_item_mixture"] = fit_new_item_temperature(result.model, split.valid, seed=train_config.seed)
+        # chosen with the model selected on validation: a refit model has trained on the validation targets
+        training["new_item_mixture"] = fit_new_item_temperature(selected.model, split.valid, seed=train_config.seed)
     ckpt = Checkpoint(result.model.cpu(), vocab, train_config, training, metrics, text_model, behaviours)
     version = write_artifact(
         ckpt.model,
