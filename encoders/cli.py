@@ -360,7 +360,7 @@ def _new_item_mix(value: str | None):
     from serving.mixture import NewRowMix
 
     if value is None:
-        return NewRowMix()
+        return None  # the worker's defaults
     try:
         share, temperature, mass = value.split(",")
         return NewRowMix(

@@ -564,10 +564,10 @@ def run_live_path(
     from encoders.pipeline import TextOptions, text_embeddings
     from encoders.train import build_model, resolve_device, seed_everything, train_model
     from serving.artifact import load_artifact
-    from serving.mixture import NewRowMix
+    from serving.mixture import DEFAULT_MIX
     from serving.text_rows import DEFAULT_CALIBRATION, Calibration, TextRows
 
-    mix = mix or NewRowMix()
+    mix = mix or DEFAULT_MIX
     started = time.perf_counter()
     cs = cold_split(data, protocol, holdout, min_users, seed=train_config.seed)
     logger.info("cold split: %s", cs.info)
@@ -735,10 +735,10 @@ def worker_metrics(
         seconds each ``add_items`` (rows computed from the texts included) took.
     """
     from serving.engine import Engine
-    from serving.mixture import NewRowMix
+    from serving.mixture import DEFAULT_MIX
     from serving.text_rows import TextRows
 
-    mix = mix or NewRowMix()
+    mix = mix or DEFAULT_MIX
     new_ids = [cs.vocab.external(i) for i in new_int]
 
     def external(h: np.ndarray) -> list[str]:

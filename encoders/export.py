@@ -68,7 +68,7 @@ class ScoringGraph(nn.Module):
             item_bias: ``[N]`` float32 added to every score (-inf: never recommend).
             seen_penalty: ``[1]`` float32 added per occurrence to each item of ``item_seq``.
             item_new: ``[N]`` float32, 1 on the rows added while serving (new items, from their text), else 0.
-            new_mix: ``[2]`` float32 ``(share, temperature)`` of :func:`mix_new_rows`.
+            new_mix: ``[3]`` float32 ``(share, temperature, mass)`` of :func:`mix_new_rows`.
             type_seq: ``[B, L]`` int64 event-type ids of the positions (a model that reads behaviour only).
             scenario_seq: ``[B, L]`` int64 scenario ids of the positions (likewise).
 

@@ -19,6 +19,8 @@ import numpy as np
 import torch
 
 from encoders.config import FIRST_ITEM_ID
+from encoders.evaluate import metrics_from_ranks, target_ranks
+from encoders.export import mix_new_rows
 from encoders.split import EvalSet, left_pad
 from serving.mixture import NewRowMix
 
@@ -27,20 +29,6 @@ logger = logging.getLogger(__name__)
 TEMPERATURES = (0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0, 4.0)
 MAX_DROP = 0.02  # the largest relative NDCG@10 drop of the other validation users a temperature may cost
 FRACTION = 0.1  # the share of trained items made pseudo-new
-
-
-def _logsumexp(x: np.ndarray) -> np.ndarray:
-    top = x.max(axis=1, keepdims=True)
-    top = np.where(np.isfinite(top), top, 0.0)
-    with np.errstate(divide="ignore"):
-        return np.log(np.exp(x - top).sum(axis=1, keepdims=True)) + top
-
-
-def _gains(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """NDCG@10 gain of each user's target (ties count against it)."""
-    t = scores[np.arange(len(targets)), targets][:, None]
-    rank = (scores > t).sum(axis=1) + (scores == t).sum(axis=1) - 1
-    return np.where(rank < 10, 1.0 / np.log2(rank + 2.0), 0.0)
 
 
 def fit_new_item_temperature(
@@ -78,8 +66,7 @@ def fit_new_item_temperature(
     is_new[pseudo] = True
     scored = table.copy()
     scored[pseudo] = text_rows[pseudo]
-    share = mix.share if mix.share is not None else mix.share_for(n_rows - FIRST_ITEM_ID, len(pseudo))
-    log_odds = np.log(share) - np.log1p(-share)
+    share = mix.share_for(n_rows - FIRST_ITEM_ID, len(pseudo))
 
     histories, targets = [], []
     for h, t in zip(valid.histories, valid.targets, strict=True):
@@ -91,40 +78,38 @@ def fit_new_item_temperature(
         return None
     target = np.asarray(targets, dtype=np.int64)
     cold = is_new[target]
-    sums = {t: np.zeros(2) for t in temperatures}
-    without = 0.0
+    item_new = torch.from_numpy(is_new.astype(np.float64))
+    ranks: dict[float, list[np.ndarray]] = {t: [] for t in temperatures}
+    without: list[np.ndarray] = []  # the catalog without the pseudo-new rows
     table_t = torch.from_numpy(table).to(dev)
     for start in range(0, len(histories), batch_size):
         chunk = histories[start : start + batch_size]
         tgt = target[start : start + batch_size]
-        c = cold[start : start + batch_size]
         with torch.no_grad():
             seq = torch.from_numpy(left_pad(chunk, model.config.max_len)).to(dev)
             h = model.encode(seq, table_t, last_only=True)[:, -1, :].float().cpu().numpy()
         s = (h @ scored.T).astype(np.float64)
         s[:, :FIRST_ITEM_ID] = -np.inf
         for row, items in enumerate(chunk):
-            s[row, items] = -np.inf
-        trained = np.where(is_new, -np.inf, s)
-        without += _gains(trained[~c], tgt[~c]).sum()
-        lse_trained = _logsumexp(trained)
+            s[row, items] = -np.inf  # seen: excluded before the mixture, as the graph's seen penalty
+        without.append(target_ranks(np.where(is_new, -np.inf, s), tgt, chunk))
         for temp in temperatures:
-            z = np.where(is_new, s / temp, -np.inf)
-            none = (lse_trained + np.log(mix.mass)) / temp if mix.mass else -np.inf
-            lse_new = np.logaddexp(_logsumexp(z), none)
-            mixed = np.where(is_new, z + log_odds + lse_trained - lse_new, s)
-            g = _gains(mixed, tgt)
-            sums[temp] += (g[c].sum(), g[~c].sum())
+            mixed = mix_new_rows(
+                torch.from_numpy(s), item_new, torch.tensor([share, temp, mix.mass], dtype=torch.float64)
+            )
+            ranks[temp].append(target_ranks(mixed.numpy(), tgt, chunk))  # the graph's own mixture
+
+    def ndcg(r: np.ndarray) -> float:
+        return metrics_from_ranks(r)["ndcg@10"]
+
     n_cold, n_warm = int(cold.sum()), int((~cold).sum())
-    base = without / max(n_warm, 1)
+    base = ndcg(np.concatenate(without)[~cold])
     grid = []
-    for temp, (cold_sum, warm_sum) in sums.items():
-        warm = warm_sum / max(n_warm, 1)
-        drop = 1.0 - warm / base if base > 0 else 0.0
+    for temp, parts in ranks.items():
+        r = np.concatenate(parts)
+        drop = 1.0 - ndcg(r[~cold]) / base if base > 0 else 0.0
         # plain floats: the dict goes into the checkpoint, which torch loads with weights_only
-        grid.append(
-            {"temperature": float(temp), "new_ndcg@10": float(cold_sum / max(n_cold, 1)), "other_drop": float(drop)}
-        )
+        grid.append({"temperature": float(temp), "new_ndcg@10": ndcg(r[cold]), "other_drop": float(drop)})
     allowed = [g for g in grid if g["other_drop"] < max_drop] or [min(grid, key=lambda g: g["other_drop"])]
     best = max(allowed, key=lambda g: (g["new_ndcg@10"], g["temperature"]))
     result = {
@@ -135,7 +120,7 @@ def fit_new_item_temperature(
             "mass": float(mix.mass),
             "users_with_a_pseudo_new_target": n_cold,
             "other_users": n_warm,
-            "other_ndcg@10_without": float(base),
+            "other_ndcg@10_without": base,
             "max_drop": max_drop,
             "grid": grid,
             "seconds": round(time.perf_counter() - started, 1),

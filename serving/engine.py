@@ -45,8 +45,7 @@ class ItemRows:
     emb: np.ndarray  # float32 [rows, dim]
     item_bias: np.ndarray  # float32 [rows]: pad and unknown -inf
     device: dict[str, ort.OrtValue]  # the same on the GPU (CUDA only)
-    trained: int  # the first ``trained`` rows are the model's own; the rest were added while serving
-    item_new: np.ndarray  # float32 [rows]: 1 on the rows added while serving
+    item_new: np.ndarray  # float32 [rows]: 1 on the rows added while serving (trained rows come first)
 
     def __len__(self) -> int:
         return len(self.names)
@@ -176,12 +175,12 @@ class Engine:
                 arrays.append(("item_new", item_new))
             for name, array in arrays:
                 device[name] = ort.OrtValue.ortvalue_from_numpy(np.ascontiguousarray(array), "cuda", 0)
-        return ItemRows(self.version, names, vocab, emb, bias, device, self.trained_rows, item_new)
+        return ItemRows(self.version, names, vocab, emb, bias, device, item_new)
 
     def new_mix(self, rows: ItemRows | None = None) -> np.ndarray:
         """``[share, temperature, mass]`` with which ``rows``' new items compete (share 0: none, or no mixture)."""
         rows = rows or self.rows
-        new = len(rows) - rows.trained if self.new_rows is not None and self._graph_mixes else 0
+        new = len(rows) - self.trained_rows if self.new_rows is not None and self._graph_mixes else 0
         return (self.new_rows or DEFAULT_MIX).feed(len(rows) - 2, new, self.new_temperature)
 
     @property
