@@ -41,17 +41,15 @@ class Consumer(faust_aiokafka.Consumer):
     - its fetch requests wait at most FETCH_MAX_WAIT_MS at the broker;
     - the records a rebalance dropped are read again on a partition without a committed offset too
       (:meth:`seek_to_committed`);
-    - it races the delivery of each fetch as a whole against a rebalance, not each message. The race is
-      what keeps a delivery that waits for a full stream buffer, while a rebalance suspends the streams,
-      from blocking the fetcher and with it the changelog reads of the table recovery (a worker failing
-      over to an empty data directory then waited forever: "No event received for active tp since
-      recovery"). Delivering with one await per message and no race was tried on 2026-11-30: a worker
-      failing over to an empty RocksDB data directory then stopped consuming after its recovery in 2 of 4
-      failover chaos runs. Racing the fetch keeps that escape (a rebalance cancels the rest of the fetch;
-      the records it dropped are read again from the committed offsets, and the sequence table's offsets
-      make a replay harmless) at 2 tasks per fetch instead of 4 per message: +45% events/s micro-batched
-      and at the ceiling on the development machine (2026-12-03, 3 alternating pairs), and failover,
-      join-kill and kill9 chaos green in 4 of 4 runs.
+    - its delivery loop has fewer lookups per message. Each delivery still races a rebalance, as faust's
+      does: a delivery that waits for a full stream buffer while a rebalance suspends the streams would
+      block the fetcher, and with it the changelog reads of the table recovery (a worker failing over to
+      an empty data directory then waited forever: "No event received for active tp since recovery").
+      Delivering with one await whenever nothing could make it wait was tried on 2026-11-30 (+20% events/s):
+      a worker failing over to an empty RocksDB data directory then stopped consuming after its recovery in
+      2 of 4 runs of the failover chaos test (0 of 5 with the race), so the race stays for every message.
+      Racing each fetch's delivery as a whole instead (2026-12-03: +45% events/s in 3 A/B pairs) left the
+      surviving worker of the join-kill chaos test stalled after its recovery in 1 of 6 runs; taken out too.
     """
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
@@ -104,24 +102,39 @@ class Consumer(faust_aiokafka.Consumer):
             self.not_waiting_next_records.set()
 
     async def _drain_messages(self, fetcher):  # type: ignore[no-untyped-def]  # pragma: no cover - the live path
+        callback = self.callback
         getmany = self.getmany
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
         suspend_flow = self.suspend_flow
         wait_first = self.wait_first
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        acks_enabled_for = self.app.topics.acks_enabled_for
         commit_every = self._commit_every
+        since_yield = 0
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
                 messages = getmany(timeout=1.0)
                 await self.sleep(0)
                 if not self.should_stop:
-                    if commit_every is not None and self._n_acked >= commit_every:
-                        self._n_acked = 0
-                        await self.commit()
-                    first = await anext(messages, None)  # the fetch, outside the race
-                    if first is not None:
-                        await wait_first(self._deliver(first, messages), suspend_flow.wait())
+                    async for tp, message in messages:
+                        since_yield += 1
+                        if since_yield > 100:
+                            await asyncio.sleep(0)
+                            since_yield = 0
+                        offset = message.offset
+                        r_offset = get_read_offset(tp)
+                        if r_offset is not None and offset < r_offset:
+                            continue
+                        if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
+                            await self._add_gap(tp, r_offset + 1, offset)
+                        if commit_every is not None and self._n_acked >= commit_every:
+                            self._n_acked = 0
+                            await self.commit()
+                        await wait_first(callback(message), suspend_flow.wait())
+                        set_read_offset(tp, offset)
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -133,28 +146,3 @@ class Consumer(faust_aiokafka.Consumer):
             raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
-
-    async def _deliver(self, first, messages) -> None:  # type: ignore[no-untyped-def]  # pragma: no cover
-        """Hand one fetch's messages to the streams, in order; raced as a whole against a rebalance."""
-        callback = self.callback
-        get_read_offset = self._read_offset.__getitem__
-        set_read_offset = self._read_offset.__setitem__
-        acks_enabled_for = self.app.topics.acks_enabled_for
-        since_yield = 0
-        tp, message = first
-        while True:
-            offset = message.offset
-            r_offset = get_read_offset(tp)
-            if r_offset is None or offset >= r_offset:
-                if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
-                    await self._add_gap(tp, r_offset + 1, offset)
-                await callback(message)
-                set_read_offset(tp, offset)
-            since_yield += 1
-            if since_yield >= 100:
-                await asyncio.sleep(0)
-                since_yield = 0
-            item = await anext(messages, None)
-            if item is None:
-                return
-            tp, message = item
