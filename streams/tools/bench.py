@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import json
 import os
 import platform
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -17,16 +15,14 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import orjson
-from aiokafka import AIOKafkaConsumer
 
 from serving.artifact import load_artifact
 from serving.engine import Engine, cuda_available
 from streams.app import ensure_worker_topics
 from streams.settings import Settings
+from streams.tools.bench_kafka import Collector, send_events
 from streams.tools.local_kafka import ensure_kafka
 from streams.tools.models import find_or_train
-from streams.tools.produce import produce
 from streams.tools.worker_process import WorkerProcess
 
 ENGINE_BATCHES = (1, 8, 64, 256, 1024)
@@ -73,98 +69,6 @@ def bench_engine(version: Path, devices: list[str], threads: int = 0, seconds: f
                 }
             )
     return rows
-
-
-class _Collector:
-    """Reads recommendation records in a background thread; tells when given events have been answered.
-
-    It keeps four fields of each record as a plain tuple, not the decoded record: tuples of strings and floats
-    are outside the garbage collector's sight, so its full collections stay short as answers pile up. (Keeping
-    the decoded records made this process stop for 100-190 ms every few seconds while it paced the load, and
-    the events it held back then showed up as the worker's latency tail.)
-    """
-
-    def __init__(self, bootstrap: str, topic: str) -> None:
-        self.received: list[tuple[str, str, float, float]] = []  # user, trigger event, event ts, produced ts
-        self._wanted: dict[str, str] = {}  # user -> the event whose answer is awaited
-        self._lock = threading.Lock()
-        self._done = threading.Event()
-        self._ready = threading.Event()
-        self._error: BaseException | None = None
-        self._bootstrap, self._topic = bootstrap, topic
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        if not self._ready.wait(60):
-            raise RuntimeError(f"could not start reading {topic} from {bootstrap} within 60 s")
-        if self._error is not None:
-            raise RuntimeError(f"could not read {topic} from {bootstrap}: {self._error}")
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._consume())
-        except BaseException as exc:  # wait_for reports it
-            self._error = exc
-            self._ready.set()
-
-    async def _consume(self) -> None:
-        # aiokafka, not kafka-python: the collector shares the two cores with the worker and the broker, and
-        # kafka-python's pure-Python fetch took about half a core at 7,000 records/s (81,024 records: 10.2 s
-        # with kafka-python, 0.25 s with aiokafka, on the development machine).
-        consumer = AIOKafkaConsumer(
-            self._topic,
-            bootstrap_servers=self._bootstrap.split(","),
-            group_id=None,
-            auto_offset_reset="earliest",
-            enable_auto_commit=False,
-            client_id="streamrec-bench",
-        )
-        await consumer.start()
-        self._ready.set()
-        try:
-            while True:
-                for messages in (await consumer.getmany(timeout_ms=200, max_records=10_000)).values():
-                    self._take([self._fields(m.value) for m in messages])
-        finally:
-            await consumer.stop()
-
-    @staticmethod
-    def _fields(value: bytes) -> tuple[str, str, float, float]:
-        record = orjson.loads(value)
-        return record["user_id"], record["trigger_event_id"], record["event_ts"], record["produced_ts"]
-
-    def _take(self, answers: list[tuple[str, str, float, float]]) -> None:
-        with self._lock:
-            self.received.extend(answers)
-            wanted = self._wanted
-            if not wanted:
-                return
-            for user, trigger, _, _ in answers:
-                if wanted.get(user) == trigger:
-                    del wanted[user]
-            if not wanted:
-                self._done.set()
-
-    def wait_for(self, events: list[dict], timeout: float) -> list[dict]:
-        """Block until each user's last event in ``events`` has been answered; return the answers to ``events``
-        (``user_id``, ``trigger_event_id``, ``event_ts``, ``produced_ts``)."""
-        ids = {e["event_id"] for e in events}
-        with self._lock:
-            self._done.clear()
-            self._wanted = {e["user_id"]: e["event_id"] for e in events}
-            for user, trigger, _, _ in self.received:  # some may be in already
-                if self._wanted.get(user) == trigger:
-                    del self._wanted[user]
-            if not self._wanted:
-                self._done.set()
-        deadline = time.monotonic() + timeout
-        while not self._done.wait(1.0):
-            if self._error is not None:
-                raise RuntimeError(f"reading the recommendations failed: {self._error}")
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"not every event was answered within {timeout:.0f}s")
-        with self._lock:
-            fields = ("user_id", "trigger_event_id", "event_ts", "produced_ts")
-            return [dict(zip(fields, answer)) for answer in self.received if answer[1] in ids]
 
 
 # The benchmark's no-op scorer, for the pipeline-ceiling row only: the same worker, whose engine returns a
@@ -258,8 +162,8 @@ def bench_pipeline(
             worker.argv = [sys.executable, "-c", NOOP_WORKER]
         ensure_worker_topics(worker.settings)
         print(f"{mode.path}: producing a backlog of {len(backlog)} events, then starting the worker", flush=True)
-        produce(settings.kafka_bootstrap, worker.events, iter(backlog), progress=False)
-        collector = _Collector(settings.kafka_bootstrap, worker.recommendations)
+        send_events(settings.kafka_bootstrap, worker.events, backlog)
+        collector = Collector(settings.kafka_bootstrap, worker.recommendations)
         worker.start(create_topics=False)
         try:
             drained = collector.wait_for(backlog, timeout=1800)
@@ -276,12 +180,13 @@ def bench_pipeline(
             )
             for rate, chunk in [] if mode.noop else paced(measured):
                 print(f"{mode.path}: {len(chunk)} events offered at {rate:,.0f}/s", flush=True)
-                produce(settings.kafka_bootstrap, worker.events, iter(chunk), rate=rate, progress=False)
+                sent_rate = send_events(settings.kafka_bootstrap, worker.events, chunk, rate=rate)
                 latencies = [r["produced_ts"] - r["event_ts"] for r in collector.wait_for(chunk, timeout=900)]
                 latency_rows.append(
                     {
                         "path": mode.path,
                         "rate": rate,
+                        "sent_rate": sent_rate,
                         "events": len(chunk),
                         "p50_ms": _pct(latencies, 50) * 1000,
                         "p95_ms": _pct(latencies, 95) * 1000,
@@ -290,6 +195,7 @@ def bench_pipeline(
                     }
                 )
         finally:
+            collector.close()
             worker.stop()
     return rows, latency_rows
 
@@ -392,6 +298,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
                 [
                     ("path", "path", "s"),
                     ("rate", "events/s offered", ",.0f"),
+                    ("sent_rate", "sent", ",.0f"),
                     ("p50_ms", "p50 ms", ",.1f"),
                     ("p95_ms", "p95 ms", ",.1f"),
                     ("p99_ms", "p99 ms", ",.1f"),
