@@ -16,20 +16,18 @@ from collections.abc import Iterable
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from streams.kafka_admin import ensure_topics
-
 # A paced sender sleeps only when it is at least this far ahead of its schedule; the events due meanwhile go
 # out together (each is stamped when it is sent, so the latency is still measured from its own send).
 _TICK_S = 0.001
 
 
-def send_events(bootstrap: str, topic: str, events: Iterable[dict], rate: float = 0.0, partitions: int = 4) -> float:
+def send_events(bootstrap: str, topic: str, events: Iterable[dict], rate: float = 0.0) -> float:
     """Send ``events`` keyed by user id, each stamped ``ts`` = its send time; ``rate`` events/s (0: at once).
+    ``topic`` must exist (the benchmark creates each worker's topics before it sends).
 
     Returns:
         The events/s achieved (from the first send to the last), which a slow sender can leave below ``rate``.
     """
-    ensure_topics(bootstrap, {topic: partitions}, strict=False)
     return asyncio.run(_send(bootstrap, topic, events, rate))
 
 
