@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from encoders.blend import Blend
 from encoders.config import ModelConfig, TrainConfig
 from encoders.sasrec import SASRec
 from encoders.vocab import Vocabulary
@@ -35,6 +36,7 @@ class Checkpoint:
     metrics: dict[str, Any]
     text_model: str | None
     behaviours: Behaviours | None = None
+    blend: Blend | None = None
 
 
 def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
@@ -52,6 +54,7 @@ def save_checkpoint(path: str | Path, ckpt: Checkpoint) -> Path:
             "metrics": ckpt.metrics,
             "text_model": ckpt.text_model,
             "behaviour": ckpt.behaviours.to_manifest() if ckpt.behaviours else None,
+            "blend": ckpt.blend.state() if ckpt.blend else None,
         },
         p,
     )
@@ -80,4 +83,5 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         metrics=raw["metrics"],
         text_model=raw["text_model"],
         behaviours=Behaviours.from_manifest(raw.get("behaviour")),
+        blend=Blend.from_state(raw.get("blend")),
     )

@@ -127,6 +127,13 @@ def _parser() -> argparse.ArgumentParser:
         "export that model (default: on sparse data, where validation targets are >= 5%% of training targets)",
     )
     t.add_argument(
+        "--blend",
+        action=argparse.BooleanOptionalAction,
+        default=_D_TRAIN.blend,
+        help="blend item-to-item co-occurrence into the scores with a weight chosen on validation, 0 when it does "
+        "not help (default: on; --no-blend: the model alone)",
+    )
+    t.add_argument(
         "--behaviour",
         action=argparse.BooleanOptionalAction,
         default=None,
@@ -241,8 +248,12 @@ def _train(args: argparse.Namespace) -> int:
         print(f"for this data (validation targets {share:.1f}% of training targets): {t['recipe']['chosen']}")
     if t["refit_epochs"]:
         print(f"fitted again with the validation targets for {t['refit_epochs']} epochs: the exported model")
+    if t.get("blend"):
+        grid = ", ".join(f"{w}: {v:.4f}" for w, v in t["blend"]["valid_ndcg10"].items())
+        print(f"co-occurrence blend weight {t['blend']['weight']:g} (validation NDCG@10 by weight: {grid})")
     print(f"test: {outcome.metrics['split']}")
-    print(format_table({k: v for k, v in outcome.metrics.items() if k in ("sasrec", "popularity", "cooccurrence")}))
+    shown = ("sasrec", "sasrec_alone", "popularity", "cooccurrence")
+    print(format_table({k: v for k, v in outcome.metrics.items() if k in shown}))
     print(f"checkpoint: {outcome.checkpoint}")
     print(outcome.version_dir)
     return 0
@@ -292,6 +303,7 @@ def _configs(args: argparse.Namespace, device: str) -> tuple[ModelConfig, TrainC
         lr_drop_factor=args.lr_drop_factor,
         ema_decay=_D_TRAIN.ema_decay if args.ema_decay is None else args.ema_decay,
         refit=bool(getattr(args, "refit", None)),
+        blend=getattr(args, "blend", _D_TRAIN.blend),
     )
     return model_cfg, train_cfg
 

@@ -109,6 +109,8 @@ class TrainConfig(DictConfig):
         refit: after the run, train a fresh model on everything but the test targets (the validation
             targets included) for the best run's number of epochs, at the base learning rate, and keep
             that one (see ``encoders.recipe``).
+        blend: choose on validation how much item-to-item co-occurrence to blend into the scores
+            (``encoders.blend``; the weight may be 0); False: the model alone.
     """
 
     epochs: int = 200
@@ -131,6 +133,7 @@ class TrainConfig(DictConfig):
     lr_drop_factor: float = 0.3
     ema_decay: float = 0.0
     refit: bool = False
+    blend: bool = True
 
     def __post_init__(self) -> None:
         if self.precision not in ("fp32", "bf16"):

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from encoders.blend import Blend
 from encoders.config import FIRST_ITEM_ID, PAD_ID, UNK_ID
 from encoders.sasrec import SASRec
 from encoders.vocab import Vocabulary
@@ -42,12 +43,15 @@ class ScoringGraph(nn.Module):
     Args:
         model: a trained SASRec (put in eval mode).
         top_k: number of items returned per user.
+        blend: co-occurrence blended into the trained rows' scores (:mod:`encoders.blend`; its followers are
+            constants of the graph).
     """
 
-    def __init__(self, model: SASRec, top_k: int) -> None:
+    def __init__(self, model: SASRec, top_k: int, blend: Blend | None = None) -> None:
         super().__init__()
         self.model = model.eval()
         self.top_k = top_k
+        self.blend = blend.module(model.config.max_len) if blend is not None else None
 
     def forward(
         self,
@@ -82,6 +86,8 @@ class ScoringGraph(nn.Module):
         scores = h @ item_emb.T + item_bias  # [B, N]
         penalty = torch.zeros_like(item_seq, dtype=scores.dtype) + seen_penalty  # [B, L]
         scores = scores.scatter_add(1, item_seq, penalty)  # [B, N]
+        if self.blend is not None:
+            scores = scores + self.blend(item_seq, scores)
         if item_new is not None and new_mix is not None:
             scores = mix_new_rows(scores, item_new, new_mix)
         top_scores, top_ids = torch.topk(scores, self.top_k, dim=1)  # [B, K], [B, K]
@@ -145,7 +151,7 @@ def default_bias(n_rows: int) -> np.ndarray:
     return bias
 
 
-def export_onnx(model: SASRec, path: str | Path, top_k: int, dynamo: bool = True) -> None:
+def export_onnx(model: SASRec, path: str | Path, top_k: int, dynamo: bool = True, blend: Blend | None = None) -> None:
     """Writes the scoring graph to ``path`` (opset 18, dynamic axes ``batch`` and ``n_rows``).
 
     Args:
@@ -155,10 +161,11 @@ def export_onnx(model: SASRec, path: str | Path, top_k: int, dynamo: bool = True
         dynamo: use the torch.export-based exporter (default: a compact graph with static
             ``top_k`` output shapes); False uses the legacy TorchScript exporter (faster export,
             larger graph).
+        blend: co-occurrence blended into the scores (:mod:`encoders.blend`).
     """
     model = model.to("cpu").eval()
     cfg = model.config
-    graph = ScoringGraph(model, top_k).eval()
+    graph = ScoringGraph(model, top_k, blend).eval()
     n_rows = cfg.n_rows
     seq = torch.randint(FIRST_ITEM_ID, n_rows, (2, cfg.max_len), dtype=torch.int64)
     seq[0, : cfg.max_len // 2] = PAD_ID
@@ -258,6 +265,7 @@ def write_artifact(
     text_model: str | None = None,
     behaviours: Behaviours | None = None,
     new_item_mixture: dict[str, Any] | None = None,
+    blend: Blend | None = None,
 ) -> Path:
     """Writes a complete model version into ``model_root`` (``.tmp-*`` then rename).
 
@@ -274,6 +282,7 @@ def write_artifact(
         behaviours: the event types and scenarios of a model that reads behaviour (the manifest's ``behaviour``).
         new_item_mixture: how this version's new items compete, chosen on validation
             (:func:`encoders.mixture_fit.fit_new_item_temperature`; the manifest's ``text.mixture``).
+        blend: co-occurrence blended into the scores, weight chosen on validation (the manifest's ``blend``).
 
     Returns:
         The published version folder.
@@ -287,7 +296,7 @@ def write_artifact(
     top_k = min(top_k, vocab.n_items)
     tmp = new_tmp_dir(model_root)
     try:
-        export_onnx(model, tmp / MODEL_FILE, top_k)
+        export_onnx(model, tmp / MODEL_FILE, top_k, blend=blend)
         np.save(tmp / ITEM_EMB_FILE, item_table(model))
         vocab.write_tsv(tmp / ITEMS_FILE)
         text = None
@@ -323,6 +332,7 @@ def write_artifact(
         "top_k": top_k,
         "text": text,
         "behaviour": behaviours.to_manifest() if behaviours else None,
+        "blend": blend.to_manifest() if blend else None,
         "config": {**cfg.to_dict(), **(extra_config or {})},
         "training": training,
         "metrics": metrics,

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from encoders.blend import Blend, Followers, blended_scorer, choose_weight
 from encoders.checkpoint import Checkpoint, default_checkpoint_dir, load_checkpoint, save_checkpoint
 from encoders.config import FIRST_ITEM_ID, ModelConfig, TrainConfig
 from encoders.data import (
@@ -83,6 +84,7 @@ class TrainOutcome:
     metrics: dict[str, Any]
     result: TrainResult  # the exported model's run (the refit one when there was one)
     training: dict[str, Any]  # the manifest's summary
+    blend: Blend | None = None  # the co-occurrence blended into the exported graph
 
 
 def item_texts(data: Interactions, vocab: Vocabulary) -> list[str]:
@@ -197,9 +199,12 @@ def train_and_export(
     if train_config.refit and result.best_epoch:
         logger.info("fitting again on the validation targets too, for %d epochs", result.best_epoch)
         result = refit_model(cfg, split, text_emb, train_config, result.best_epoch, progress)
+    blend, blend_choice = _choose_blend(selected, split, vocab.n_rows, train_config.blend)
+    alone = model_scorer(result.model, result.device)
     metrics: dict[str, Any] = {
         "split": SPLIT_NAME,
-        "sasrec": evaluate_scorer(model_scorer(result.model, result.device), split.test),
+        "sasrec": evaluate_scorer(blended_scorer(alone, blend and blend.module(cfg.max_len)), split.test),
+        **({"sasrec_alone": evaluate_scorer(alone, split.test)} if blend else {}),
         **evaluate_baselines(split, vocab.n_rows, "test"),
         "valid_sasrec": selected.best_valid,
     }
@@ -217,11 +222,12 @@ def train_and_export(
         "device": result.device,
         "seed": train_config.seed,
         "threads": torch.get_num_threads(),
+        "blend": blend_choice,
     }
     if text_emb is not None:
         # chosen with the model selected on validation: a refit model has trained on the validation targets
         training["new_item_mixture"] = fit_new_item_temperature(selected.model, split.valid, seed=train_config.seed)
-    ckpt = Checkpoint(result.model.cpu(), vocab, train_config, training, metrics, text_model, behaviours)
+    ckpt = Checkpoint(result.model.cpu(), vocab, train_config, training, metrics, text_model, behaviours, blend)
     version = write_artifact(
         ckpt.model,
         vocab,
@@ -233,10 +239,29 @@ def train_and_export(
         text_model=text_model,
         behaviours=behaviours,
         new_item_mixture=training.get("new_item_mixture"),
+        blend=blend,
     )
     ckpt_dir = Path(checkpoint_dir) if checkpoint_dir else default_checkpoint_dir(model_root)
     ckpt_path = save_checkpoint(ckpt_dir / f"{version.name}.pt", ckpt)
-    return TrainOutcome(version, ckpt_path, metrics, result, training)
+    return TrainOutcome(version, ckpt_path, metrics, result, training, blend)
+
+
+def _choose_blend(
+    selected: TrainResult, split: Split, n_rows: int, enabled: bool
+) -> tuple[Blend | None, dict[str, Any] | None]:
+    """The co-occurrence blend to export (None: the model alone) and the choice for the manifest.
+
+    The weight is chosen with the model selected on validation and followers counted on the training sequences
+    (neither has seen the validation targets); the exported followers are counted on everything before the test
+    targets, like the co-occurrence baseline's.
+    """
+    if not enabled:
+        return None, None
+    scorer = model_scorer(selected.model, selected.device)
+    choice = choose_weight(scorer, Followers.fit(split.train, n_rows), split.valid)
+    if not choice["weight"]:
+        return None, choice
+    return Blend(Followers.fit(split.train_valid, n_rows), choice["weight"]), choice
 
 
 def _train_summary(cfg: TrainConfig) -> dict[str, Any]:
@@ -258,6 +283,7 @@ def _train_summary(cfg: TrainConfig) -> dict[str, Any]:
         "lr_drop_factor",
         "ema_decay",
         "refit",
+        "blend",
     )
     return {k: v for k, v in cfg.to_dict().items() if k in keep}
 
@@ -276,6 +302,7 @@ def export_checkpoint(checkpoint: str | Path, model_root: str | Path, top_k: int
         text_model=ckpt.text_model,
         behaviours=ckpt.behaviours,
         new_item_mixture=ckpt.training.get("new_item_mixture"),
+        blend=ckpt.blend,
     )
 
 

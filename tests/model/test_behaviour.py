@@ -14,6 +14,7 @@ from encoders.pipeline import export_checkpoint
 from serving.artifact import INPUTS, NEW_ROW_INPUTS, ArtifactError, load_artifact
 from serving.behaviour import OTHER, Behaviours
 from serving.engine import Engine
+from tests.model.tiny import exported_scores
 
 HISTORY = ["i3", "i7", "i12", "i40", "i5"]
 
@@ -28,13 +29,11 @@ def test_the_engine_feeds_each_positions_behaviour_and_matches_torch(trained):
     types = [kinds[k % len(kinds)] for k in range(len(HISTORY))]
     scenarios = [""] * len(HISTORY)
     [got] = engine.recommend([HISTORY], 5, behaviours=[(types, scenarios)])
-    model = trained.result.model.cpu().eval()
     seq = torch.from_numpy(engine.encode([HISTORY]))
     steps = engine.behaviours.encode(types, scenarios)  # [T, 2]
     behaviour = torch.zeros((1, seq.shape[1], 2), dtype=torch.int64)
     behaviour[0, -len(HISTORY) :] = torch.from_numpy(steps)
-    with torch.no_grad():
-        scores = model.score_last(seq, behaviour=behaviour)[0].numpy()
+    scores = exported_scores(trained, seq, behaviour)[0]
     scores[:2] = -np.inf
     scores[seq[0].numpy()] = -np.inf  # seen items are excluded
     expected = np.argsort(-scores)[:5]

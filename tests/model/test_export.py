@@ -14,6 +14,7 @@ import torch
 from encoders.export import ScoringGraph, default_bias
 from encoders.split import left_pad
 from serving.artifact import ArtifactError, load_artifact, sha256_of
+from tests.model.tiny import exported_scores
 
 MANIFEST_KEYS = {
     "format_version",
@@ -120,8 +121,13 @@ def test_onnx_graph_signature(trained):
         "top_ids": ["batch", 20],
     }
     n_rows = json.loads((trained.version_dir / "manifest.json").read_text())["n_items"] + 2
-    baked = [i.name for i in g.graph.initializer if list(i.dims[:1]) == [n_rows]]
-    assert not baked  # the item table is a runtime input, not a weight
+    item_emb = load_artifact(trained.version_dir).item_emb
+    for init in g.graph.initializer:  # the item table is a runtime input, not a weight
+        if tuple(init.dims) == item_emb.shape:
+            assert not np.allclose(onnx.numpy_helper.to_array(init), item_emb), init.name
+    # the only constants the size of the catalog: the co-occurrence followers blended in (encoders.blend)
+    per_row = [i for i in g.graph.initializer if list(i.dims[:1]) == [n_rows]]
+    assert len(per_row) == (2 if trained.blend is not None else 0)
     assert {o.domain or "ai.onnx" for o in g.opset_import} >= {"ai.onnx"}
     assert [o.version for o in g.opset_import if o.domain in ("", "ai.onnx")] == [18]
 
@@ -163,7 +169,7 @@ def test_onnxruntime_matches_torch(trained, session, penalty):
         **_behaviour(seq),
     }
     top_scores, top_ids = session.run(None, feeds)
-    graph = ScoringGraph(trained.result.model.cpu(), top_k=20)
+    graph = ScoringGraph(trained.result.model.cpu(), top_k=20, blend=trained.blend)
     with torch.no_grad():
         ref_scores, ref_ids = graph(*(torch.from_numpy(v) for v in feeds.values()))
     np.testing.assert_array_equal(top_ids, ref_ids.numpy())
@@ -171,9 +177,8 @@ def test_onnxruntime_matches_torch(trained, session, penalty):
     assert top_ids.dtype == np.int64 and (np.diff(top_scores, axis=1) <= 0).all()
     assert (top_ids >= 2).all()  # pad and unknown never recommended
     # plain torch model scores agree as well (no masking there, so compare the top item's score)
-    with torch.no_grad():
-        steps = torch.from_numpy(np.stack([feeds["type_seq"], feeds["scenario_seq"]], axis=-1))
-        full = trained.result.model.score_last(torch.from_numpy(seq), behaviour=steps).numpy()
+    steps = torch.from_numpy(np.stack([feeds["type_seq"], feeds["scenario_seq"]], axis=-1))
+    full = exported_scores(trained, torch.from_numpy(seq), steps)
     rows = np.arange(len(seq))
     if penalty == 0.0:
         np.testing.assert_allclose(top_scores[:, 0], full[rows, top_ids[:, 0]], atol=1e-4)
@@ -264,19 +269,24 @@ def test_new_rows_are_ranked_as_a_mixture(trained, session, share, temperature, 
     raw = h.numpy() @ grown.T + bias
     for row, items in enumerate(seq):
         raw[row, items] = -np.inf  # seen
-    want = _mixture_reference(raw, is_new, share, temperature, mass)
+    term = np.zeros_like(raw)
+    if trained.blend is not None:  # co-occurrence: part of the trained rows' scores, never on new rows
+        with torch.no_grad():
+            term = trained.blend.module(seq.shape[1])(torch.from_numpy(seq), torch.from_numpy(raw)).numpy()
+        assert not term[:, is_new].any() and term.any()
+    want = _mixture_reference(raw + term, is_new, share, temperature, mass)
     want_ids = np.argsort(-want, axis=1, kind="stable")[:, : top_ids.shape[1]]
     np.testing.assert_array_equal(top_ids, want_ids)
     assert is_new[top_ids].any()  # the new rows compete: some reach a list
     assert n_rows + 3 not in top_ids
     _, shifted = session.run(None, {**feeds, "item_bias": bias + np.float32(5.0)})  # every score + 5
     np.testing.assert_array_equal(shifted, top_ids)
-    # trained rows keep their raw scores; each row's mixture differs from the scores by one constant per user
+    # trained rows keep their raw (blended) scores; each row's mixture differs from the scores by one constant per user
     shift = top_scores - np.take_along_axis(want, top_ids, axis=1)
     np.testing.assert_allclose(shift, shift[:, :1].repeat(shift.shape[1], axis=1), atol=1e-3)
     trained_pos = ~is_new[top_ids]
     np.testing.assert_allclose(
-        top_scores[trained_pos], np.take_along_axis(raw, top_ids, axis=1)[trained_pos], atol=1e-4
+        top_scores[trained_pos], np.take_along_axis(raw + term, top_ids, axis=1)[trained_pos], atol=1e-4
     )
 
 

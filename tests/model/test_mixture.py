@@ -97,7 +97,9 @@ def test_a_version_exported_before_the_mixture_ranks_new_rows_by_raw_score(train
     n_rows = art.item_emb.shape[0]
     bias = torch.zeros(n_rows)
     bias[:2] = float("-inf")
-    legacy = _GraphBeforeTheMixture(ScoringGraph(trained_items_only.result.model.cpu(), art.top_k)).eval()
+    legacy = _GraphBeforeTheMixture(
+        ScoringGraph(trained_items_only.result.model.cpu(), art.top_k, blend=trained_items_only.blend)
+    ).eval()
     with torch.no_grad():
         torch.onnx.export(
             legacy,

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from serving.artifact import ArtifactError, list_versions, load_artifact, resolve_version, sha256_of
 from serving.engine import Engine, cuda_available
@@ -109,14 +110,17 @@ def test_engine_recommends_distinct_unseen_items_in_score_order(version):
     assert results[4] == engine.recommend([histories[4]], 10)[0]
 
 
-def test_items_added_while_serving_are_recommended_and_the_matrix_grows_past_its_capacity(version):
-    engine = Engine(load_artifact(version), device="cpu", max_batch=8)
+def test_items_added_while_serving_are_recommended_and_the_matrix_grows_past_its_capacity(trained_items_only):
+    engine = Engine(load_artifact(trained_items_only.version_dir), device="cpu", max_batch=8)
     catalog = list(engine.vocab)
     history = catalog[:6]
     before_rows = engine.rows
-    # a new item whose row is the user's state direction scaled up: it must top the list
     top = engine.recommend([history], 1)[0][0]
-    strong = engine.rows.emb[engine.vocab[top.item_id]] * 10
+    # a new item whose row is the user's state direction scaled up: it must top the list
+    model = trained_items_only.result.model.cpu().eval()
+    with torch.no_grad():
+        state = model.encode(torch.from_numpy(engine.encode([history])), torch.from_numpy(engine.rows.emb))[0, -1]
+    strong = (state / state.norm() * 10 * np.abs(engine.rows.emb).max() * engine.rows.emb.shape[1] ** 0.5).numpy()
     spare = engine.capacity - len(engine.rows)
     filler = np.random.default_rng(0).normal(0, 1e-3, (spare + 5, engine.rows.emb.shape[1])).astype(np.float32)
     ids = ["new-strong"] + [f"new-{n}" for n in range(spare + 5)]
