@@ -86,12 +86,37 @@ class ScoringGraph(nn.Module):
         scores = h @ item_emb.T + item_bias  # [B, N]
         penalty = torch.zeros_like(item_seq, dtype=scores.dtype) + seen_penalty  # [B, L]
         scores = scores.scatter_add(1, item_seq, penalty)  # [B, N]
+        mixing = item_new is not None and new_mix is not None
         if self.blend is not None:
-            scores = scores + self.blend(item_seq, scores)
-        if item_new is not None and new_mix is not None:
+            blended = scores + self.blend(item_seq, scores)
+            if not mixing:
+                return self._blended_with_new_rows(scores, blended, torch.zeros_like(item_bias))
+            return self._blended_with_new_rows(mix_new_rows(scores, item_new, new_mix), blended, item_new)
+        if mixing:
             scores = mix_new_rows(scores, item_new, new_mix)
         top_scores, top_ids = torch.topk(scores, self.top_k, dim=1)  # [B, K], [B, K]
         return top_scores, top_ids
+
+    def _blended_with_new_rows(
+        self, mixed: torch.Tensor, blended: torch.Tensor, item_new: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The list when co-occurrence is blended in: the blend orders the trained rows, the model's own mixture
+        says where new rows enter.
+
+        The k best trained scores of the mixture without the blend (the model's own, calibrated as the new rows'
+        temperature was chosen) are handed out to the trained rows in the blended order; new rows keep their
+        mixture scores. So a new item is ranked exactly where it would be without the blend, which sharpens the
+        trained distribution far beyond calibration (with it, a new item would crowd the tail of every list), and
+        the trained rows come in the order validation chose. Without new rows (or in a graph without the
+        mixture's inputs) this is the blended order with the model's own values: a returned score is always on
+        the model's scale.
+        """
+        top_scores, top_ids = torch.topk(mixed, self.top_k, dim=1)  # [B, K]: the list without the blend
+        only_trained = torch.where(item_new > 0.5, float("-inf"), 0.0)  # [N]
+        _, trained_ids = torch.topk(blended + only_trained, self.top_k, dim=1)  # [B, K]: trained, blended order
+        is_trained = item_new[top_ids] < 0.5  # [B, K]: the list's trained slots, filled in the blended order
+        nth = (torch.cumsum(is_trained.to(torch.int64), dim=1) - 1).clamp(min=0)
+        return top_scores, torch.where(is_trained, torch.gather(trained_ids, 1, nth), top_ids)
 
 
 def mix_new_rows(scores: torch.Tensor, item_new: torch.Tensor, new_mix: torch.Tensor) -> torch.Tensor:

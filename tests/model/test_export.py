@@ -14,7 +14,7 @@ import torch
 from encoders.export import ScoringGraph, default_bias
 from encoders.split import left_pad
 from serving.artifact import ArtifactError, load_artifact, sha256_of
-from tests.model.tiny import exported_scores
+from tests.model.tiny import exported_scores, in_blended_order
 
 MANIFEST_KEYS = {
     "format_version",
@@ -178,7 +178,7 @@ def test_onnxruntime_matches_torch(trained, session, penalty):
     assert (top_ids >= 2).all()  # pad and unknown never recommended
     # plain torch model scores agree as well (no masking there, so compare the top item's score)
     steps = torch.from_numpy(np.stack([feeds["type_seq"], feeds["scenario_seq"]], axis=-1))
-    full = exported_scores(trained, torch.from_numpy(seq), steps)
+    full = exported_scores(trained, torch.from_numpy(seq), steps, exclude_seen=False)
     rows = np.arange(len(seq))
     if penalty == 0.0:
         np.testing.assert_allclose(top_scores[:, 0], full[rows, top_ids[:, 0]], atol=1e-4)
@@ -269,24 +269,24 @@ def test_new_rows_are_ranked_as_a_mixture(trained, session, share, temperature, 
     raw = h.numpy() @ grown.T + bias
     for row, items in enumerate(seq):
         raw[row, items] = -np.inf  # seen
-    term = np.zeros_like(raw)
-    if trained.blend is not None:  # co-occurrence: part of the trained rows' scores, never on new rows
+    want = _mixture_reference(raw, is_new, share, temperature, mass)
+    if trained.blend is not None:  # co-occurrence orders the trained rows; they take the model's own values
         with torch.no_grad():
             term = trained.blend.module(seq.shape[1])(torch.from_numpy(seq), torch.from_numpy(raw)).numpy()
         assert not term[:, is_new].any() and term.any()
-    want = _mixture_reference(raw + term, is_new, share, temperature, mass)
+        want, raw = in_blended_order(want, raw + term, is_new), in_blended_order(raw, raw + term, is_new)
     want_ids = np.argsort(-want, axis=1, kind="stable")[:, : top_ids.shape[1]]
     np.testing.assert_array_equal(top_ids, want_ids)
     assert is_new[top_ids].any()  # the new rows compete: some reach a list
     assert n_rows + 3 not in top_ids
     _, shifted = session.run(None, {**feeds, "item_bias": bias + np.float32(5.0)})  # every score + 5
     np.testing.assert_array_equal(shifted, top_ids)
-    # trained rows keep their raw (blended) scores; each row's mixture differs from the scores by one constant per user
+    # trained rows keep their raw scores; each row's mixture differs from the scores by one constant per user
     shift = top_scores - np.take_along_axis(want, top_ids, axis=1)
     np.testing.assert_allclose(shift, shift[:, :1].repeat(shift.shape[1], axis=1), atol=1e-3)
     trained_pos = ~is_new[top_ids]
     np.testing.assert_allclose(
-        top_scores[trained_pos], np.take_along_axis(raw + term, top_ids, axis=1)[trained_pos], atol=1e-4
+        top_scores[trained_pos], np.take_along_axis(raw, top_ids, axis=1)[trained_pos], atol=1e-4
     )
 
 

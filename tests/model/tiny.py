@@ -21,12 +21,31 @@ def train_tiny(sim_dir: Path, tcfg: TrainConfig, seed: int = 0, dropout: float =
     return train_model(build_model(cfg, split.train, None), split, tcfg, progress=False)
 
 
-def exported_scores(outcome: TrainOutcome, seq: torch.Tensor, behaviour: torch.Tensor | None = None) -> np.ndarray:
-    """``[B, N]`` scores the exported graph ranks before masking: the model's, plus the co-occurrence blended in
-    when validation chose one (encoders.blend)."""
+def exported_scores(
+    outcome: TrainOutcome, seq: torch.Tensor, behaviour: torch.Tensor | None = None, exclude_seen: bool = True
+) -> np.ndarray:
+    """``[B, N]`` scores as the exported graph ranks them on the trained catalog: the model's, pad and unknown
+    (and the items of ``seq`` when ``exclude_seen``) at -inf; with a co-occurrence blend (encoders.blend) the
+    trained rows take the model's own values, best first, in the blended order."""
     model = outcome.result.model.cpu().eval()
     with torch.no_grad():
         scores = model.score_last(seq, behaviour=behaviour)
-        if outcome.blend is not None:
-            scores = scores + outcome.blend.module(seq.shape[1])(seq, scores)
-    return scores.numpy()
+        term = outcome.blend.module(seq.shape[1])(seq, scores).numpy() if outcome.blend is not None else None
+    scores = scores.numpy()
+    scores[:, :2] = -np.inf
+    if exclude_seen:
+        for row, items in enumerate(seq.numpy()):
+            scores[row, items] = -np.inf
+    if term is None:
+        return scores
+    return in_blended_order(scores, scores + term, np.zeros(scores.shape[1], dtype=bool))
+
+
+def in_blended_order(values: np.ndarray, blended: np.ndarray, is_new: np.ndarray) -> np.ndarray:
+    """``values`` with each row's trained values handed out, best first, in the order of ``blended``."""
+    out = values.copy()
+    for row in range(len(values)):
+        rows = np.flatnonzero(~is_new & np.isfinite(blended[row]))
+        order = rows[np.argsort(-blended[row, rows], kind="stable")]
+        out[row, order] = np.sort(values[row, rows])[::-1]
+    return out
