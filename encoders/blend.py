@@ -26,7 +26,6 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from encoders.baselines import CoOccurrence
-from encoders.config import FIRST_ITEM_ID
 from encoders.evaluate import ScoreFn, metrics_from_ranks, target_ranks
 from encoders.split import EvalSet, left_pad
 
@@ -66,15 +65,6 @@ class Followers:
     @property
     def n_rows(self) -> int:
         return int(self.index.shape[0])
-
-    def term(self, histories: Sequence[np.ndarray], n_cols: int) -> np.ndarray:
-        """``log(1 + c)`` ``[B, n_cols]`` for histories of internal ids (oldest first), as the graph computes it."""
-        out = np.zeros((len(histories), n_cols), dtype=np.float32)
-        for b, hist in enumerate(histories):
-            for j, item in enumerate(np.asarray(hist)[::-1][: self.n_last]):
-                if FIRST_ITEM_ID <= item < self.n_rows:
-                    np.add.at(out[b], self.index[item], self.weight[item] / (j + 1))
-        return np.log1p(out)
 
 
 class BlendTerm(nn.Module):
@@ -144,11 +134,16 @@ def blended_scorer(score_fn: ScoreFn, blend: BlendTerm | None) -> ScoreFn:
 
     def score(histories: list[np.ndarray], behaviour: list[np.ndarray] | None = None) -> np.ndarray:
         base = score_fn(histories) if behaviour is None else score_fn(histories, behaviour)
-        seq = torch.from_numpy(left_pad(histories, max(blend.n_last, 1)))
-        with torch.no_grad():
-            return base + blend(seq, torch.from_numpy(base)).numpy()
+        return base + _term(blend, histories, base)
 
     return score
+
+
+def _term(blend: BlendTerm, histories: Sequence[np.ndarray], scores: np.ndarray) -> np.ndarray:
+    """``blend``'s term ``[B, N]`` for histories of internal ids (oldest first) beside ``scores`` ``[B, N]``."""
+    seq = torch.from_numpy(left_pad(list(histories), blend.n_last))
+    with torch.no_grad():
+        return blend(seq, torch.from_numpy(scores)).numpy()
 
 
 def choose_weight(
@@ -171,6 +166,7 @@ def choose_weight(
         ``{"weight", "valid_ndcg10": {weight: NDCG@10}}`` for the manifest.
     """
     ranks: dict[float, list[np.ndarray]] = {w: [] for w in weights}
+    unit = BlendTerm(followers, 1.0, followers.n_last)  # the graph's own term, weight 1
     behaviour = valid.behaviour
     starts = range(0, len(valid), batch_size)
     for start in tqdm(starts, desc="co-occurrence blend", unit="batch", disable=not progress, leave=False):
@@ -180,7 +176,7 @@ def choose_weight(
             base = score_fn(hist)
         else:
             base = score_fn(hist, list(behaviour[start : start + batch_size]))
-        term = followers.term(hist, base.shape[1])
+        term = _term(unit, hist, base)
         for w in weights:
             ranks[w].append(target_ranks(base + w * term if w else base, targets, hist))
     ndcg = {w: metrics_from_ranks(np.concatenate(r) if r else np.zeros(0))["ndcg@10"] for w, r in ranks.items()}

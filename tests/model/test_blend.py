@@ -31,6 +31,22 @@ def _chains(n_users: int, n_rows: int, length: int, seed: int) -> list[np.ndarra
     return out
 
 
+def _numpy_term(followers: Followers, histories: list[np.ndarray], n_cols: int) -> np.ndarray:
+    """``log(1 + c)`` ``[B, n_cols]`` from the followers' arrays, item by item: the reference for the graph's term."""
+    out = np.zeros((len(histories), n_cols), dtype=np.float32)
+    for b, hist in enumerate(histories):
+        for j, item in enumerate(np.asarray(hist)[::-1][: followers.n_last]):
+            if 2 <= item < followers.n_rows:
+                np.add.at(out[b], followers.index[item], followers.weight[item] / (j + 1))
+    return np.log1p(out)
+
+
+def _graph_term(followers: Followers, weight: float, histories: list[np.ndarray], n_cols: int) -> np.ndarray:
+    seq = left_pad(histories, 12)
+    with torch.no_grad():
+        return BlendTerm(followers, weight, max_len=12)(torch.from_numpy(seq), torch.zeros(len(seq), n_cols)).numpy()
+
+
 def test_followers_equal_cooccurrence_when_nothing_is_cut():
     seqs = _chains(40, 30, 8, seed=0) + [np.array([2, 3, 4, 2, 5])]
     n_rows = 30
@@ -38,7 +54,7 @@ def test_followers_equal_cooccurrence_when_nothing_is_cut():
     co = CoOccurrence(seqs, n_rows)
     histories = [s[:-1] for s in seqs[:10]] + [np.array([1, 29]), np.array([], dtype=np.int64)]
     expected = np.log1p(co.score(histories) - co.tiebreak)
-    np.testing.assert_allclose(followers.term(histories, n_rows), expected, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(_graph_term(followers, 1.0, histories, n_rows), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_followers_keep_the_strongest_k():
@@ -52,12 +68,9 @@ def test_followers_keep_the_strongest_k():
 def test_graph_term_equals_numpy_and_ignores_rows_added_while_serving():
     seqs = _chains(50, 40, 10, seed=1)
     followers = Followers.fit(seqs, 40, k=4)
-    term = BlendTerm(followers, 1.5, max_len=12)
     histories = [s[:-1] for s in seqs[:8]] + [np.array([3, 44, 45])]  # rows 44, 45: added while serving
-    seq = left_pad(histories, 12)
-    with torch.no_grad():
-        got = term(torch.from_numpy(seq), torch.zeros(len(histories), 46)).numpy()
-    np.testing.assert_allclose(got, 1.5 * followers.term(histories, 46), rtol=1e-5, atol=1e-6)
+    got = _graph_term(followers, 1.5, histories, 46)
+    np.testing.assert_allclose(got, 1.5 * _numpy_term(followers, histories, 46), rtol=1e-5, atol=1e-6)
     assert not got[:, 40:].any()  # new rows are nobody's follower
     counts = np.zeros(46)
     np.add.at(counts, followers.index[3], followers.weight[3] / 3)  # item 3 is the third newest: weight 1/3
