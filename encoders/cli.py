@@ -194,6 +194,12 @@ def _parser() -> argparse.ArgumentParser:
         default=_D_TRAIN.id_dropout,
         help="probability to train each item as a text-only row per step (keeps text-only rows usable)",
     )
+    c.add_argument(
+        "--blend",
+        action=argparse.BooleanOptionalAction,
+        default=_D_TRAIN.blend,
+        help="with --live-path: publish the co-occurrence blend chosen on validation, as train does (default: on)",
+    )
     c.add_argument("--json", type=Path, help="also write the report as JSON to this file")
     b = e.add_argument_group("behaviour ablation (trains fresh models; nothing is exported)")
     b.add_argument(

@@ -540,7 +540,8 @@ def run_live_path(
     """Cold start measured through the worker's own path (``--live-path``).
 
     Trains on the warm rows (``rows="appended"``), publishes the model with :func:`encoders.export.write_artifact`
-    (text encoder included), loads it as the worker does (:func:`serving.artifact.load_artifact`,
+    (text encoder included, and the co-occurrence blend chosen on validation as ``train`` exports it unless
+    ``train_config.blend`` is off), loads it as the worker does (:func:`serving.artifact.load_artifact`,
     :class:`serving.engine.Engine` on CPU, :meth:`serving.text_rows.TextRows.load`), adds every non-warm catalog
     item that has a text with ``engine.add_items(ids, text_rows.rows(texts))`` (what ``streams.new_items`` does) and
     ranks with ``engine.recommend`` (k=10): the cold test users over the whole catalog and among the new items
@@ -561,7 +562,7 @@ def run_live_path(
 
     from encoders.export import write_artifact
     from encoders.mixture_fit import fit_new_item_temperature
-    from encoders.pipeline import TextOptions, text_embeddings
+    from encoders.pipeline import TextOptions, choose_blend, text_embeddings
     from encoders.train import build_model, resolve_device, seed_everything, train_model
     from serving.artifact import load_artifact
     from serving.mixture import DEFAULT_MIX
@@ -585,6 +586,7 @@ def run_live_path(
     t0 = time.perf_counter()
     result = train_model(model, cs.split, train_config, progress=progress)
     train_seconds = time.perf_counter() - t0
+    blend, blend_choice = choose_blend(result, cs.split, n_warm, train_config.blend, progress)  # as train exports
     model = result.model.cpu().eval()
 
     # publish and load the version as the worker does
@@ -605,6 +607,7 @@ def run_live_path(
             metrics={"valid_sasrec": result.best_valid},
             text_model=text_path,
             new_item_mixture=mixture,
+            blend=blend,
         )
         export_seconds = time.perf_counter() - t0
         artifact = load_artifact(version)
@@ -680,6 +683,7 @@ def run_live_path(
             "seconds": round(train_seconds, 1),
             "device": result.device,
             "valid_sasrec": result.best_valid,
+            "blend": blend_choice,
         },
         "worker_path": {
             "version": artifact.version,
@@ -797,6 +801,8 @@ def format_live_report(report: dict[str, Any]) -> str:
         f"test users have a cold target; catalog {s['catalog_items']} items ({s['warm_items']} warm)",
         f"trained {t['epochs']} epochs (best {t['best_epoch']}) in {t['seconds']}s on {t['device']}; "
         f"version {w['version']}; plain rows vs training's text_proj(text_emb): max abs {w['rows_parity_max_abs']:.1e}",
+        "co-occurrence blend: "
+        + (f"weight {t['blend']['weight']:g}, chosen on validation" if t.get("blend") else "off (--no-blend)"),
         "calibrations: " + ", ".join(f"{k}={c}" for k, c in w["calibrations"].items()),
         f"validation (pseudo-cold: {v['pseudo_cold_items']} warm items, {v['pseudo_cold_users']} users; "
         f"{v['warm_users']} warm users at NDCG@10 {v['warm_ndcg@10_without']:.4f} without them): chosen {v['chosen']}",

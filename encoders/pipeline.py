@@ -199,7 +199,7 @@ def train_and_export(
     if train_config.refit and result.best_epoch:
         logger.info("fitting again on the validation targets too, for %d epochs", result.best_epoch)
         result = refit_model(cfg, split, text_emb, train_config, result.best_epoch, progress)
-    blend, blend_choice = _choose_blend(selected, split, vocab.n_rows, train_config.blend, progress)
+    blend, blend_choice = choose_blend(selected, split, vocab.n_rows, train_config.blend, progress)
     alone = model_scorer(result.model, result.device)
     metrics: dict[str, Any] = {
         "split": SPLIT_NAME,
@@ -246,7 +246,7 @@ def train_and_export(
     return TrainOutcome(version, ckpt_path, metrics, result, training, blend)
 
 
-def _choose_blend(
+def choose_blend(
     selected: TrainResult, split: Split, n_rows: int, enabled: bool, progress: bool = False
 ) -> tuple[Blend | None, dict[str, Any] | None]:
     """The co-occurrence blend to export (None: the model alone) and the choice for the manifest.

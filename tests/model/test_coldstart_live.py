@@ -109,6 +109,11 @@ def test_live_path_cold_start_end_to_end(sim_dir, tmp_path, capsys):
     assert report["split"]["new_items_added"] == 26  # 24 held out + the 2 catalog-only items of the fixture
     assert (models / report["worker_path"]["version"] / "text_encoder.onnx").is_file()
     assert report["worker_path"]["rows_parity_max_abs"] < 1e-4
+    choice = report["training"]["blend"]  # chosen on validation and published, as train does
+    assert choice["weight"] >= 0 and len(choice["valid_ndcg10"]) > 1
+    manifest = json.loads((models / report["worker_path"]["version"] / "manifest.json").read_text())
+    assert (manifest["blend"] is not None) == (choice["weight"] > 0)
+    assert "co-occurrence blend:" in printed
     m = report["metrics"]
     variants = [k for k in m["cold_full"] if k.startswith("sasrec_")]
     assert {"sasrec_plain", "sasrec_imputed"} <= set(variants)
