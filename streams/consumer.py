@@ -49,8 +49,9 @@ class Consumer(faust_aiokafka.Consumer):
       a worker failing over to an empty RocksDB data directory then stopped consuming after its recovery in
       2 of 4 runs of the failover chaos test (0 of 5 with the race), so the race stays for every message.
       Racing each fetch's delivery as a whole instead (2026-12-03: +45% events/s in 3 A/B pairs) left the
-      surviving worker of the join-kill chaos test stalled after its recovery in 1 of 6 runs, and in 5 of 12
-      when tried again after a harness fix (docs/performance.md); taken out too.
+      surviving worker of the join-kill chaos test stalled after its recovery in 1 of 6 runs, and in 8 of 20
+      when tried again after a harness fix; taken out too. The likely cause (a seek while a fetch is pending in
+      the consumer thread) and a lock that stopped it are in docs/performance.md.
     """
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
