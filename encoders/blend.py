@@ -26,7 +26,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from encoders.baselines import CoOccurrence
-from encoders.evaluate import ScoreFn, metrics_from_ranks, target_ranks
+from encoders.evaluate import ScoreFn, metrics_from_ranks, scored_batches, target_ranks
 from encoders.split import EvalSet, left_pad
 
 logger = logging.getLogger(__name__)
@@ -167,15 +167,11 @@ def choose_weight(
     """
     ranks: dict[float, list[np.ndarray]] = {w: [] for w in weights}
     unit = BlendTerm(followers, 1.0, followers.n_last)  # the graph's own term, weight 1
-    behaviour = valid.behaviour
-    starts = range(0, len(valid), batch_size)
-    for start in tqdm(starts, desc="co-occurrence blend", unit="batch", disable=not progress, leave=False):
-        hist = list(valid.histories[start : start + batch_size])
-        targets = valid.targets[start : start + batch_size]
-        if behaviour is None:
-            base = score_fn(hist)
-        else:
-            base = score_fn(hist, list(behaviour[start : start + batch_size]))
+    batches = scored_batches(score_fn, valid, batch_size)
+    total = -(-len(valid) // batch_size)
+    for hist, targets, base in tqdm(
+        batches, total=total, desc="co-occurrence blend", unit="batch", disable=not progress, leave=False
+    ):
         term = _term(unit, hist, base)
         for w in weights:
             ranks[w].append(target_ranks(base + w * term if w else base, targets, hist))

@@ -88,6 +88,10 @@ def _add_hparam_args(g) -> None:
     )
 
 
+def _add_blend_arg(g, help_text: str) -> None:
+    g.add_argument("--blend", action=argparse.BooleanOptionalAction, default=_D_TRAIN.blend, help=help_text)
+
+
 def _add_text_model_arg(g) -> None:
     g.add_argument(
         "--text-model", type=Path, help="local Hugging Face model folder (default: packaged all-MiniLM-L6-v2)"
@@ -126,12 +130,10 @@ def _parser() -> argparse.ArgumentParser:
         help="after early stopping, train again on the validation targets too for the chosen number of epochs and "
         "export that model (default: on sparse data, where validation targets are >= 5%% of training targets)",
     )
-    t.add_argument(
-        "--blend",
-        action=argparse.BooleanOptionalAction,
-        default=_D_TRAIN.blend,
-        help="blend item-to-item co-occurrence into the scores with a weight chosen on validation, 0 when it does "
-        "not help (default: on; --no-blend: the model alone)",
+    _add_blend_arg(
+        t,
+        "blend item-to-item co-occurrence into the scores with a weight chosen on validation, 0 when it does not "
+        "help (default: on; --no-blend: the model alone)",
     )
     t.add_argument(
         "--behaviour",
@@ -194,11 +196,8 @@ def _parser() -> argparse.ArgumentParser:
         default=_D_TRAIN.id_dropout,
         help="probability to train each item as a text-only row per step (keeps text-only rows usable)",
     )
-    c.add_argument(
-        "--blend",
-        action=argparse.BooleanOptionalAction,
-        default=_D_TRAIN.blend,
-        help="with --live-path: publish the co-occurrence blend chosen on validation, as train does (default: on)",
+    _add_blend_arg(
+        c, "with --live-path: publish the co-occurrence blend chosen on validation, as train does (default: on)"
     )
     c.add_argument("--json", type=Path, help="also write the report as JSON to this file")
     b = e.add_argument_group("behaviour ablation (trains fresh models; nothing is exported)")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import torch
@@ -59,10 +59,11 @@ def target_ranks(scores: np.ndarray, targets: np.ndarray, histories: list[np.nda
     return np.where(np.isfinite(t[:, 0]), ahead, np.inf)
 
 
-def scorer_ranks(score_fn: ScoreFn, eval_set: EvalSet, batch_size: int = 256) -> np.ndarray:
-    """0-based rank of each target (``inf``: excluded) under a scorer ``histories -> [B, N] scores``; when the set
-    has behaviour, the scorer is called as ``score_fn(histories, behaviour)`` (baselines ignore it)."""
-    ranks = []
+def scored_batches(
+    score_fn: ScoreFn, eval_set: EvalSet, batch_size: int = 256
+) -> Iterator[tuple[list[np.ndarray], np.ndarray, np.ndarray]]:
+    """``(histories, targets, scores [B, N])`` per batch of ``eval_set``; when the set has behaviour, the scorer is
+    called as ``score_fn(histories, behaviour)`` (baselines ignore it)."""
     behaviour = eval_set.behaviour
     for start in range(0, len(eval_set), batch_size):
         hist = list(eval_set.histories[start : start + batch_size])
@@ -70,7 +71,15 @@ def scorer_ranks(score_fn: ScoreFn, eval_set: EvalSet, batch_size: int = 256) ->
             scores = score_fn(hist)
         else:
             scores = score_fn(hist, list(behaviour[start : start + batch_size]))
-        ranks.append(target_ranks(scores, eval_set.targets[start : start + batch_size], hist))
+        yield hist, eval_set.targets[start : start + batch_size], scores
+
+
+def scorer_ranks(score_fn: ScoreFn, eval_set: EvalSet, batch_size: int = 256) -> np.ndarray:
+    """0-based rank of each target (``inf``: excluded) under a scorer ``histories -> [B, N] scores`` (see
+    :func:`scored_batches`)."""
+    ranks = [
+        target_ranks(scores, targets, hist) for hist, targets, scores in scored_batches(score_fn, eval_set, batch_size)
+    ]
     return np.concatenate(ranks) if ranks else np.zeros(0)
 
 
