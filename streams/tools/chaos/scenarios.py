@@ -84,7 +84,15 @@ def join_and_kill(run: Run) -> Row:
     _sleep_until(feeder, duration / 4)
     second = run.start(run.first.sibling("second"))
     _sleep_until(feeder, duration * 2 / 3)
-    owned = _after_the_join(run.first, second, feeder, duration * 0.9)
+    owned = _settled_ownership(run.first, second)
+    held = 0.0
+    if not owned:  # the join is still under way: hold the last third back for after the kill, however long it takes
+        feeder.pause()
+        since = time.monotonic()
+        owned = _after_the_join(run, second)
+        held = time.monotonic() - since
+        feeder.resume()
+        _sleep_until(feeder, duration * 3 / 4)  # mid-stream again, with uncommitted work
     fault = run.kill(run.first)
     run.finish_feeding(feeder)
     events = read_topic(setup.bootstrap, run.first.settings.events_topic)
@@ -93,6 +101,8 @@ def join_and_kill(run: Run) -> Row:
     row.notes.append(
         f"the killed worker owned partitions {sorted(owned)}; the second one (pid {second.pid}) took them over"
     )
+    if held:
+        row.notes.append(f"the join had not settled two thirds into the feed: the feed was held for {held:.1f}s")
     return row
 
 
@@ -179,20 +189,26 @@ def _sleep_until(feeder: Feeder, seconds: float) -> None:
         time.sleep(0.05)
 
 
-def _after_the_join(first: WorkerProcess, second: WorkerProcess, feeder: Feeder, latest: float) -> set[int]:
-    """The first worker's partitions once the join's rebalance has settled (both workers own some), waiting at
-    most until the feeder has been sending for ``latest`` seconds, so that events still flow after the kill.
+def _after_the_join(run: Run, second: WorkerProcess) -> set[int]:
+    """The first worker's partitions once the join's rebalance has settled, waiting up to the run's timeout.
 
-    Read in the middle of the rebalance, the first worker owned none: the kill then had no partitions to
-    measure a recovery on, and the row failed with an infinite recovery although nothing was lost (2 of 6
-    runs of the short test on a slow day).
+    Read in the middle of the rebalance, the first worker owned none, and the kill had no partitions to measure a
+    recovery on (the row failed with an infinite recovery although nothing was lost). Waiting only while the
+    short test's feed lasted (8 s) was not enough on a slow day, or when a takeover's seek waited for a fetch.
     """
-    target = int(latest * feeder.rate)
-    owned = _owned_partitions(first)
-    while not (owned and _owned_partitions(second)) and feeder.sent < target and not feeder.done:
+    deadline = time.monotonic() + run.setup.timeout
+    owned = _settled_ownership(run.first, second)
+    while not owned and time.monotonic() < deadline:
+        run.check_alive()
         time.sleep(0.1)
-        owned = _owned_partitions(first)
+        owned = _settled_ownership(run.first, second)
     return owned
+
+
+def _settled_ownership(first: WorkerProcess, second: WorkerProcess) -> set[int]:
+    """The first worker's partitions if both workers own some (the join has settled), else the empty set."""
+    owned = _owned_partitions(first)
+    return owned if owned and _owned_partitions(second) else set()
 
 
 def _owned_partitions(worker: WorkerProcess) -> set[int]:
