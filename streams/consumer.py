@@ -23,6 +23,9 @@ RESUME_CHECK_SECONDS = 1.0
 # in flight (its earlier records were still buffered) then waits for the other partitions' data, up to 1.5 s:
 # a fetch request that comes back sooner costs little.
 FETCH_MAX_WAIT_MS = 30
+# A seek to the committed offsets waits for the fetch pending in the consumer thread (a seek while a fetch is
+# pending left the taken-over partitions unfetched, see Consumer); during a rebalance fetches wait at most this long.
+REBALANCE_FETCH_SECONDS = 0.05
 
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
@@ -35,23 +38,25 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class Consumer(faust_aiokafka.Consumer):
-    """faust's consumer with four changes for latency and throughput (faust-streaming 0.15.3, pinned):
+    """faust's consumer with five changes for latency and throughput (faust-streaming 0.15.3, pinned):
 
     - it waits for a stream buffer to drain, not a fixed second, before fetching again;
     - its fetch requests wait at most FETCH_MAX_WAIT_MS at the broker;
     - the records a rebalance dropped are read again on a partition without a committed offset too
       (:meth:`seek_to_committed`);
-    - its delivery loop has fewer lookups per message. Each delivery still races a rebalance, as faust's
-      does: a delivery that waits for a full stream buffer while a rebalance suspends the streams would
-      block the fetcher, and with it the changelog reads of the table recovery (a worker failing over to
-      an empty data directory then waited forever: "No event received for active tp since recovery").
-      Delivering with one await whenever nothing could make it wait was tried on 2026-11-30 (+20% events/s):
-      a worker failing over to an empty RocksDB data directory then stopped consuming after its recovery in
-      2 of 4 runs of the failover chaos test (0 of 5 with the race), so the race stays for every message.
-      Racing each fetch's delivery as a whole instead (2026-12-03: +45% events/s in 3 A/B pairs) left the
-      surviving worker of the join-kill chaos test stalled after its recovery in 1 of 6 runs, and in 8 of 20
-      when tried again after a harness fix; taken out too. The likely cause (a seek while a fetch is pending in
-      the consumer thread) and a lock that stopped it are in docs/performance.md.
+    - a seek to the committed offsets never runs while a fetch is pending in the consumer thread (one lock),
+      and during a rebalance fetches wait at most REBALANCE_FETCH_SECONDS. faust's recovery resumes the stream
+      partitions and then seeks them; a seek that arrived while a fetch was pending left the Kafka client
+      returning nothing more for the taken-over partitions (the survivor of the join-kill chaos test then
+      stalled, watchdog exit 70);
+    - it races the delivery of each fetch as a whole against a rebalance, not each message (two tasks per
+      fetch instead of four per message; 2026-12-03, three A/B pairs: +24% events/s micro-batched, +59% at the
+      no-op ceiling). The race keeps a delivery that waits for a full stream buffer, while a rebalance suspends
+      the streams, from blocking the fetcher and with it the table recovery's changelog reads; a rebalance
+      cancels the rest of the fetch, whose records are read again from the committed offsets (the sequence
+      table's offsets make a replay harmless). Without the lock this delivery stalled the join-kill survivor in
+      8 of 20 runs; with it, in none of 34 (nor failover-rocksdb in 34; docs/performance.md). Delivering with
+      one await and no race (2026-11-30) stalled the failover test the same way and was taken out.
     """
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
@@ -64,22 +69,30 @@ class Consumer(faust_aiokafka.Consumer):
         them (its sequences missed the events, and nothing answered them). Replays are harmless: the sequence
         table's offsets make applying an event idempotent. Changelog partitions are left to the table recovery.
         """
-        committed = await super().seek_to_committed()
-        changelogs = self.app.tables.changelog_topics
-        uncommitted = [
-            tp for tp, offset in committed.items() if (not offset or offset < 0) and tp.topic not in changelogs
-        ]
-        if uncommitted:
-            await self._thread.seek_to_beginning(*uncommitted)
-            logger.info(
-                "no committed offset for %s: read from the beginning", sorted(f"{t}[{p}]" for t, p in uncommitted)
-            )
+        async with self._fetch_lock():
+            committed = await super().seek_to_committed()
+            changelogs = self.app.tables.changelog_topics
+            uncommitted = [
+                tp for tp, offset in committed.items() if (not offset or offset < 0) and tp.topic not in changelogs
+            ]
+            if uncommitted:
+                await self._thread.seek_to_beginning(*uncommitted)
+                logger.info(
+                    "no committed offset for %s: read from the beginning", sorted(f"{t}[{p}]" for t, p in uncommitted)
+                )
         return committed
 
     def _new_consumer_thread(self) -> ConsumerThread:
         return ConsumerThread(self, loop=self.loop, beacon=self.beacon)
 
     _room: asyncio.Event | None = None
+    _fetching: asyncio.Lock | None = None
+
+    def _fetch_lock(self) -> asyncio.Lock:
+        """Held while a fetch is pending in the consumer thread and while seeking to the committed offsets."""
+        if self._fetching is None:
+            self._fetching = asyncio.Lock()
+        return self._fetching
 
     def on_buffer_drop(self, tp: TP) -> None:
         super().on_buffer_drop(tp)
@@ -93,7 +106,10 @@ class Consumer(faust_aiokafka.Consumer):
             self.not_waiting_next_records.set()
             active = None if self.app.client_only else self._get_active_partitions()
             if self.app.client_only or active:
-                return await self._getmany(active_partitions=active, timeout=timeout), active
+                if self.app.rebalancing:  # a seek may come: keep the fetch it would wait for short
+                    timeout = min(timeout, REBALANCE_FETCH_SECONDS)
+                async with self._fetch_lock():
+                    return await self._getmany(active_partitions=active, timeout=timeout), active
             if self._room is None:
                 self._room = asyncio.Event()
             self._room.clear()
@@ -104,39 +120,24 @@ class Consumer(faust_aiokafka.Consumer):
             self.not_waiting_next_records.set()
 
     async def _drain_messages(self, fetcher):  # type: ignore[no-untyped-def]  # pragma: no cover - the live path
-        callback = self.callback
         getmany = self.getmany
         consumer_should_stop = self._stopped.is_set
         fetcher_should_stop = fetcher._stopped.is_set
         suspend_flow = self.suspend_flow
         wait_first = self.wait_first
-        get_read_offset = self._read_offset.__getitem__
-        set_read_offset = self._read_offset.__setitem__
-        acks_enabled_for = self.app.topics.acks_enabled_for
         commit_every = self._commit_every
-        since_yield = 0
         try:
             while not (consumer_should_stop() or fetcher_should_stop()):
                 self.diag.set_flag(CONSUMER_FETCHING)
                 messages = getmany(timeout=1.0)
                 await self.sleep(0)
                 if not self.should_stop:
-                    async for tp, message in messages:
-                        since_yield += 1
-                        if since_yield > 100:
-                            await asyncio.sleep(0)
-                            since_yield = 0
-                        offset = message.offset
-                        r_offset = get_read_offset(tp)
-                        if r_offset is not None and offset < r_offset:
-                            continue
-                        if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
-                            await self._add_gap(tp, r_offset + 1, offset)
-                        if commit_every is not None and self._n_acked >= commit_every:
-                            self._n_acked = 0
-                            await self.commit()
-                        await wait_first(callback(message), suspend_flow.wait())
-                        set_read_offset(tp, offset)
+                    if commit_every is not None and self._n_acked >= commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    first = await anext(messages, None)  # the fetch, outside the race
+                    if first is not None:
+                        await wait_first(self._deliver(first, messages), suspend_flow.wait())
                 self.diag.unset_flag(CONSUMER_FETCHING)
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -148,3 +149,28 @@ class Consumer(faust_aiokafka.Consumer):
             raise
         finally:
             self.diag.unset_flag(CONSUMER_FETCHING)
+
+    async def _deliver(self, first, messages) -> None:  # type: ignore[no-untyped-def]  # pragma: no cover
+        """Hand one fetch's messages to the streams, in order; raced as a whole against a rebalance."""
+        callback = self.callback
+        get_read_offset = self._read_offset.__getitem__
+        set_read_offset = self._read_offset.__setitem__
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        since_yield = 0
+        tp, message = first
+        while True:
+            offset = message.offset
+            r_offset = get_read_offset(tp)
+            if r_offset is None or offset >= r_offset:
+                if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
+                    await self._add_gap(tp, r_offset + 1, offset)
+                await callback(message)
+                set_read_offset(tp, offset)
+            since_yield += 1
+            if since_yield >= 100:
+                await asyncio.sleep(0)
+                since_yield = 0
+            item = await anext(messages, None)
+            if item is None:
+                return
+            tp, message = item
