@@ -75,6 +75,31 @@ def events_waiting(bootstrap: str, group: str, tps: list[tuple[str, int]], timeo
         admin.close()
 
 
+def delete_topics(bootstrap: str, prefix: str) -> list[str]:
+    """Delete every topic whose name starts with ``prefix`` (a benchmark's or a chaos run's own topics).
+
+    Clean-up never fails its caller: a broker that cannot be reached or refuses is logged, and nothing is deleted.
+    """
+    if not prefix:
+        raise ValueError("delete_topics needs a non-empty prefix")
+    try:
+        admin = admin_client(bootstrap)
+    except KafkaUnavailable as exc:
+        logger.warning("topics %s* left on the broker: %s", prefix, exc)
+        return []
+    try:
+        names = sorted(name for name in admin.list_topics() if name.startswith(prefix))
+        if names:
+            admin.delete_topics(names)
+            logger.info("deleted %d topics %s*", len(names), prefix)
+        return names
+    except KafkaError as exc:
+        logger.warning("topics %s* left on the broker: %s", prefix, exc)
+        return []
+    finally:
+        admin.close()
+
+
 def ensure_topics(
     bootstrap: str,
     partitions: dict[str, int],

@@ -74,6 +74,7 @@ def start_worker(kafka, tmp_path):
     yield start
     for worker in workers:
         worker.stop()
+        worker.delete_topics()  # a developer's broker would otherwise keep every test's topics
         # captured by pytest and shown only when the test fails: the worker's own account of it
         print(f"--- {worker.log_path.name} (last 80 lines) ---\n{worker.tail(80)}")
 

@@ -134,12 +134,19 @@ Paced = Callable[[dict[str, float]], list[tuple[float, list[dict]]]]
 
 
 def bench_pipeline(
-    settings: Settings, version: Path, work: Path, modes: list[Mode], backlog: list[dict], paced: Paced
+    settings: Settings,
+    version: Path,
+    work: Path,
+    modes: list[Mode],
+    backlog: list[dict],
+    paced: Paced,
+    keep_topics: bool = False,
 ) -> tuple[list[dict], list[dict]]:
     """Each mode on the same data: drain a backlog (sustained events/s), then latency at offered loads.
 
     Args:
         paced: from the events/s measured so far (by mode), the (rate, events) to offer a mode.
+        keep_topics: leave each mode's topics on the broker (else deleted once it is measured).
 
     Returns:
         (throughput rows, latency rows).
@@ -197,6 +204,8 @@ def bench_pipeline(
         finally:
             collector.close()
             worker.stop()
+            if not keep_topics:
+                worker.delete_topics()
     return rows, latency_rows
 
 
@@ -257,7 +266,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
         from streams.tools.bench_items import run_new_items_bench
 
         ensure_kafka(settings.kafka_bootstrap)
-        result["new_items"] = run_new_items_bench(settings, work, args.new_items)
+        result["new_items"] = run_new_items_bench(settings, work, args.new_items, args.keep_topics)
     if not args.engine_only:
         ensure_kafka(settings.kafka_bootstrap)
         rates = [r.strip() for r in args.rates.split(",") if r.strip()]
@@ -275,6 +284,7 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
             modes,
             backlog,
             lambda measured: _offered(rates, args.paced_seconds, fresh, measured),
+            keep_topics=args.keep_topics,
         )
         print(
             f"\npipeline against Kafka at {settings.kafka_bootstrap}: sustained events/s, draining the same "

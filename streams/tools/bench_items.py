@@ -110,7 +110,9 @@ def histogram_quantile(text: str, name: str, q: float) -> float:
     return lower
 
 
-def publish_to_recommendable(settings: Settings, version: Path, work: Path, n: int, rate: float = 20.0) -> dict:
+def publish_to_recommendable(
+    settings: Settings, version: Path, work: Path, n: int, rate: float = 20.0, keep_topics: bool = False
+) -> dict:
     worker = WorkerProcess.isolated(settings.kafka_bootstrap, version, work, prefix="bench-items").start()
     producer = KafkaProducer(bootstrap_servers=settings.kafka_bootstrap.split(","), linger_ms=0)
     name = "streamrec_item_recommendable_seconds"
@@ -144,9 +146,11 @@ def publish_to_recommendable(settings: Settings, version: Path, work: Path, n: i
     finally:
         producer.close()
         worker.stop()
+        if not keep_topics:
+            worker.delete_topics()
 
 
-def run_new_items_bench(settings: Settings, work: Path, n: int) -> dict:
+def run_new_items_bench(settings: Settings, work: Path, n: int, keep_topics: bool = False) -> dict:
     """Print the three new-items tables; returns them."""
     version = text_version(settings, work)
     embedded = embed_rate(version, n)
@@ -158,7 +162,7 @@ def run_new_items_bench(settings: Settings, work: Path, n: int) -> dict:
             f"  batch of 256, {row['catalog']:>15} ({row['rows']:,} rows): {row['p50_ms']:.1f} ms p50, "
             f"{row['users_per_s']:,.0f} users/s"
         )
-    latency = publish_to_recommendable(settings, version, work, min(n, 200))
+    latency = publish_to_recommendable(settings, version, work, min(n, 200), keep_topics=keep_topics)
     p50, p99, mean = (latency[key] * 1000 for key in ("p50_s", "p99_s", "mean_s"))
     print(
         f"  publish -> recommendable ({latency['items']} items at {latency['rate']:.0f}/s, real worker): "

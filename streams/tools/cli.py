@@ -15,6 +15,7 @@ from streams.settings import Settings
 logger = logging.getLogger(__name__)
 
 TRAINING_COMMANDS = ("train", "evaluate", "export")
+KEEP_TOPICS = "keep each run's topics on the broker (by default they are deleted once the run is measured)"
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -109,6 +110,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     bench.add_argument("--workdir", type=Path, default=Path("var/bench"))
+    bench.add_argument("--keep-topics", action="store_true", help=KEEP_TOPICS)
     bench.add_argument("--engine-only", action="store_true")
 
     chaos = sub.add_parser(
@@ -137,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     chaos.add_argument("--json", type=Path, default=None, help="also write the results as JSON here")
     chaos.add_argument("--workdir", type=Path, default=Path("var/chaos"))
+    chaos.add_argument("--keep-topics", action="store_true", help=KEEP_TOPICS)
     return parser
 
 

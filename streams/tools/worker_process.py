@@ -14,6 +14,7 @@ from urllib.error import URLError
 from urllib.request import urlopen
 
 from streams.app import ensure_worker_topics
+from streams.kafka_admin import delete_topics
 from streams.settings import PREFIX, Settings
 from streams.tools.local_kafka import REPO
 
@@ -134,6 +135,12 @@ class WorkerProcess:
         if self.alive():
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
+
+    def delete_topics(self) -> list[str]:
+        """Delete this worker's topics (events, recommendations, dead letters, changelogs: all named after its app
+        id) from the broker; for an :meth:`isolated` worker whose run is over. Returns the names deleted."""
+        settings = self.settings
+        return delete_topics(settings.kafka_bootstrap, f"{settings.app_id}-")
 
     def stop(self, timeout: float = 30.0) -> int | None:
         """SIGTERM and wait; SIGKILL after ``timeout`` seconds. Returns the exit code."""

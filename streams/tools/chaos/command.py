@@ -83,6 +83,7 @@ def run_chaos(settings: Settings, args: argparse.Namespace) -> int:
         rate=args.rate,
         hostile=args.hostile,
         local_broker=broker_is_local(),
+        keep_topics=args.keep_topics,
     )
     rows = []
     for name in names:

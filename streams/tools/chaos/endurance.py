@@ -63,7 +63,7 @@ def soak(setup: Setup, minutes: float, rate: float, users: int, store: str = "ro
     try:
         return _soak(run, minutes, rate, users)
     finally:
-        run.close()
+        run.discard()
 
 
 def _soak(run: Run, minutes: float, rate: float, users: int) -> Soak:
@@ -122,7 +122,7 @@ def restore_time(setup: Setup, users: int, items_per_user: int = 10) -> str:
     try:
         return _restore_time(run, users, items_per_user)
     finally:
-        run.close()
+        run.discard()
 
 
 def _restore_time(run: Run, users: int, items_per_user: int) -> str:

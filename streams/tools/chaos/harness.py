@@ -36,6 +36,7 @@ class Setup:
     local_broker: bool = False  # deploy/local/kafka.sh runs the broker: the broker scenarios may stop it
     seed: int = 5
     timeout: float = 180.0  # for the last answers of a scenario
+    keep_topics: bool = False  # else each scenario's topics are deleted once it is judged
 
 
 @dataclass
@@ -188,6 +189,13 @@ class Run:
         if self.tail is not None:
             self.tail.close()
             self.tail = None
+
+    def discard(self) -> None:
+        """Once the run is judged (or failed): stop what still runs and, unless the setup keeps them, delete the
+        run's topics (repeated runs would otherwise pile up thousands of partitions on a local broker)."""
+        self.close()
+        if not self.setup.keep_topics:
+            self.first.delete_topics()
 
     def finish(self, faults: list[float] | None = None, partitions: Callable[[dict], bool] | None = None) -> Row:
         """Stop the workers, read every topic back and judge. ``faults``: moments to measure recovery from."""

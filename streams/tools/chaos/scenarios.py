@@ -179,7 +179,7 @@ def run_scenario(name: str, setup: Setup) -> Row:
     try:
         return scenario(run)
     finally:
-        run.close()
+        run.discard()
 
 
 def _sleep_until(feeder: Feeder, seconds: float) -> None:
