@@ -84,20 +84,17 @@ def delete_topics(bootstrap: str, prefix: str) -> list[str]:
         raise ValueError("delete_topics needs a non-empty prefix")
     try:
         admin = admin_client(bootstrap)
-    except KafkaUnavailable as exc:
+        try:
+            names = sorted(name for name in admin.list_topics() if name.startswith(prefix))
+            if names:
+                admin.delete_topics(names)
+                logger.info("deleted %d topics %s*", len(names), prefix)
+            return names
+        finally:
+            admin.close()
+    except (KafkaUnavailable, KafkaError) as exc:
         logger.warning("topics %s* left on the broker: %s", prefix, exc)
         return []
-    try:
-        names = sorted(name for name in admin.list_topics() if name.startswith(prefix))
-        if names:
-            admin.delete_topics(names)
-            logger.info("deleted %d topics %s*", len(names), prefix)
-        return names
-    except KafkaError as exc:
-        logger.warning("topics %s* left on the broker: %s", prefix, exc)
-        return []
-    finally:
-        admin.close()
 
 
 def ensure_topics(

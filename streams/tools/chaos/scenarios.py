@@ -197,11 +197,9 @@ def _after_the_join(run: Run, second: WorkerProcess) -> set[int]:
     short test's feed lasted (8 s) was not enough on a slow day, or when a takeover's seek waited for a fetch.
     """
     deadline = time.monotonic() + run.setup.timeout
-    owned = _settled_ownership(run.first, second)
-    while not owned and time.monotonic() < deadline:
+    while not (owned := _settled_ownership(run.first, second)) and time.monotonic() < deadline:
         run.check_alive()
         time.sleep(0.1)
-        owned = _settled_ownership(run.first, second)
     return owned
 
 
