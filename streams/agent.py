@@ -13,6 +13,7 @@ from faust import streams as faust_streams
 from faust.types import EventT
 
 from streams.batcher import Batcher
+from streams.intake import Intake
 from streams.pipeline import Batch, Pipeline
 from streams.publisher import Publisher
 from streams.source import Source
@@ -67,8 +68,10 @@ def recommend_agent(
     make_publisher: Callable[[Batcher], Publisher],
     make_batcher: Callable[[], Batcher],
     fatal: Fatal,
+    intake: Intake,
 ) -> Callable[[faust.Stream], object]:
-    """The agent function: read events into a :class:`Batcher`; whenever the :class:`Publisher` has room,
+    """The agent function: the events come into a :class:`Batcher` (from ``intake``, which the consumer hands
+    the events topic's records to, or from the stream); whenever the :class:`Publisher` has room,
     ingest every waiting event as a batch on the event loop and hand it over. The publisher scores,
     publishes and only then acknowledges the batch (events are read without acknowledgement, ``noack``).
 
@@ -79,6 +82,9 @@ def recommend_agent(
     async def recommend(stream: faust.Stream) -> None:
         batcher = make_batcher()
         publisher = make_publisher(batcher)
+        # The consumer hands the events topic's records to the intake; iterating the stream subscribes the
+        # topic (and carries whatever is put into it directly, as in faust's test context).
+        intake.attach(batcher)
         reader = asyncio.ensure_future(batcher.read(_events(stream.noack())))
         try:
             while True:
@@ -97,6 +103,7 @@ def recommend_agent(
             fatal("the recommend agent failed", exc)
             raise
         finally:
+            intake.detach()
             reader.cancel()
             await publisher.close()
 

@@ -24,6 +24,7 @@ from streams.catalog_reader import CatalogReader
 from streams.consumer import Consumer
 from streams.dead_letters import Send
 from streams.grading import ServedLists
+from streams.intake import Intake
 from streams.kafka_admin import ensure_topics, events_waiting, kafka_answers
 from streams.kafka_reader import fetch_range
 from streams.lag import LagTracker
@@ -121,7 +122,9 @@ def build_app(
         broker_commit_interval=settings.commit_interval,
         consumer_group_instance_id=settings.instance_id,
     )
-    app.transport.Consumer = Consumer  # see streams/consumer.py: no 1 s fetch pause when stream buffers are full
+    intake = Intake(app)  # the events topic's records go from the consumer to the agent's batcher directly
+    # see streams/consumer.py: no 1 s fetch pause when stream buffers are full, and the intake
+    app.transport.Consumer = Consumer.delivering({settings.events_topic: intake})
     events = app.topic(settings.events_topic, partitions=settings.partitions)
     dlq = app.topic(settings.dlq_topic)
     table = app.Table(
@@ -174,7 +177,7 @@ def build_app(
         # drain: every table write of a batch is with the Kafka client before faust acknowledges the batch
         return Publisher(pipeline, registry, executor, fatal, settings.batches_in_flight, drain, batcher.observe)
 
-    app.agent(events, name="recommend")(recommend_agent(pipeline, make_publisher, make_batcher, fatal))
+    app.agent(events, name="recommend")(recommend_agent(pipeline, make_publisher, make_batcher, fatal, intake))
 
     lag = LagTracker(settings.events_topic, pipeline.progress, metrics.consumer_lag)
     recovery_watch = RecoveryWatch(

@@ -61,6 +61,14 @@ class Batcher(Generic[T]):
             sample if self._per_item_s is None else (EWMA_WEIGHT * sample + (1 - EWMA_WEIGHT) * self._per_item_s)
         )
 
+    async def put(self, item: T) -> None:
+        """Add one item; returns once the buffer has room for the next (backpressure on whoever puts)."""
+        self._items.append(item)
+        self._waiting.set()
+        if len(self._items) >= self._capacity:
+            self._room.clear()
+            await self._room.wait()
+
     async def read(self, source: AsyncIterable[T]) -> None:
         """Move items from ``source`` into the buffer until it ends (run it as a task).
 
@@ -68,11 +76,7 @@ class Batcher(Generic[T]):
         """
         try:
             async for item in source:
-                self._items.append(item)
-                self._waiting.set()
-                if len(self._items) >= self._capacity:
-                    self._room.clear()
-                    await self._room.wait()
+                await self.put(item)
         except BaseException as exc:
             self._error = exc
             raise

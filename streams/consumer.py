@@ -5,11 +5,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 
 from faust.transport.consumer import CONSUMER_FETCHING
 from faust.transport.drivers import aiokafka as faust_aiokafka
-from faust.types import TP
+from faust.types import TP, Message
 
 logger = logging.getLogger(__name__)
 
@@ -27,6 +27,8 @@ FETCH_MAX_WAIT_MS = 30
 # pending left the taken-over partitions unfetched, see Consumer); during a rebalance fetches wait at most this long.
 REBALANCE_FETCH_SECONDS = 0.05
 
+Sink = Callable[[Message], Awaitable[None]]
+
 
 class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
     """faust's consumer thread, with fetch requests that wait at most FETCH_MAX_WAIT_MS at the broker."""
@@ -38,7 +40,7 @@ class ConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
 
 
 class Consumer(faust_aiokafka.Consumer):
-    """faust's consumer with five changes for latency and throughput (faust-streaming 0.15.3, pinned):
+    """faust's consumer with six changes for latency and throughput (faust-streaming 0.15.3, pinned):
 
     - it waits for a stream buffer to drain, not a fixed second, before fetching again;
     - its fetch requests wait at most FETCH_MAX_WAIT_MS at the broker;
@@ -56,8 +58,18 @@ class Consumer(faust_aiokafka.Consumer):
       cancels the rest of the fetch, whose records are read again from the committed offsets (the sequence
       table's offsets make a replay harmless). Without the lock this delivery stalled the join-kill survivor in
       8 of 20 runs; with it, in none of 34 (nor failover-rocksdb in 34; docs/performance.md). Delivering with
-      one await and no race (2026-11-30) stalled the failover test the same way and was taken out.
+      one await and no race (2026-11-30) stalled the failover test the same way and was taken out;
+    - the records of a topic with a sink (:meth:`delivering`; the worker's events topic, ``streams.intake``)
+      go to that sink, not through faust's conductor and streams.
     """
+
+    sinks: Mapping[str, Sink] = {}  # topic -> what takes its records instead of faust's streams (see delivering)
+
+    @classmethod
+    def delivering(cls, sinks: Mapping[str, Sink]) -> type[Consumer]:
+        """This consumer, handing the records of each topic in ``sinks`` to its sink (in fetch order, one
+        awaited call per record) instead of to faust's conductor and streams."""
+        return type(cls.__name__, (cls,), {"sinks": dict(sinks)})
 
     async def seek_to_committed(self) -> Mapping[TP, int]:
         """Seek every assigned partition to its committed offset, and a stream partition without one to its
@@ -153,6 +165,7 @@ class Consumer(faust_aiokafka.Consumer):
     async def _deliver(self, first, messages) -> None:  # type: ignore[no-untyped-def]  # pragma: no cover
         """Hand one fetch's messages to the streams, in order; raced as a whole against a rebalance."""
         callback = self.callback
+        sinks = self.sinks
         get_read_offset = self._read_offset.__getitem__
         set_read_offset = self._read_offset.__setitem__
         acks_enabled_for = self.app.topics.acks_enabled_for
@@ -164,7 +177,8 @@ class Consumer(faust_aiokafka.Consumer):
             if r_offset is None or offset >= r_offset:
                 if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
                     await self._add_gap(tp, r_offset + 1, offset)
-                await callback(message)
+                sink = sinks.get(message.topic)
+                await (callback(message) if sink is None else sink(message))
                 set_read_offset(tp, offset)
             since_yield += 1
             if since_yield >= 100:
