@@ -47,6 +47,7 @@ class Batch:
     dead_letters: list[DeadLetter] = field(default_factory=list)
     offsets: dict[tuple[str, int], int] = field(default_factory=dict)  # newest offset handled per partition
     grades: list[tuple[bytes, bytes]] = field(default_factory=list)  # paired live/shadow grade records
+    applied: dict[str, int] = field(default_factory=dict)  # events newly applied, by event type
     started: float | None = None  # time.perf_counter() when the batch left the worker's buffer
 
     def merge(self, other: Batch) -> None:
@@ -56,6 +57,8 @@ class Batch:
         self.dead_letters.extend(other.dead_letters)
         self.offsets.update(other.offsets)
         self.grades.extend(other.grades)
+        for event_type, n in other.applied.items():
+            self.applied[event_type] = self.applied.get(event_type, 0) + n
 
 
 @dataclass
@@ -163,6 +166,8 @@ class Pipeline:
             self._marks[first.partition] = mark
             values[watermark_key(first.partition)] = watermark_value(mark)
         await self._write(first.partition, values)  # one write per user per batch
+        for event_type, n in batch.applied.items():  # counted per batch: a labelled increment per event cost ~4%
+            self.metrics.events.labels(event_type).inc(n)
         batch.offsets[tp] = records[-1][0].offset
         return batch
 
@@ -258,7 +263,7 @@ class Pipeline:
                     logger.exception("grading %s[%d]@%d failed", source.topic, source.partition, source.offset)
             history = updated
             self._applied += 1
-            self.metrics.events.labels(event.event_type).inc()
+            batch.applied[event.event_type] = batch.applied.get(event.event_type, 0) + 1
         elif source.offset != history.offset:
             # An older replayed event: it is in the sequence already, and a newer event of the user (replayed
             # too) publishes; its own list cannot be made any more, the sequence as of it is gone.
