@@ -109,6 +109,31 @@ def test_a_replayed_event_rewrites_the_value_and_only_the_newest_publishes():
     assert [(u.items, u.event_id) for u in batch.updates.values()] == [(("a", "b", "c"), "e2")]
 
 
+def test_the_next_batch_reuses_what_the_last_wrote_unless_the_table_changed(monkeypatch):
+    from streams import pipeline as pipeline_module
+
+    decoded = []
+    real = pipeline_module.UserHistory.from_bytes
+    monkeypatch.setattr(
+        pipeline_module.UserHistory, "from_bytes", staticmethod(lambda raw: decoded.append(raw) or real(raw))
+    )
+    h = Harness()
+    for offset, item in enumerate(["a", "b", "c"]):
+        h.put(offset, "u1", item)
+    run(h.handle(0))
+    run(h.handle(1))  # u1's value is the one the last batch wrote: not decoded again
+    assert decoded == [None]
+    h.table[b"u1"] = orjson.dumps({"items": ["x"], "offset": 1})  # written behind the pipeline's back
+    run(h.handle(2))
+    assert len(decoded) == 2, "a value that differs from the last write is read from the table"
+    assert h.table.value(b"u1")["items"] == ["x", "c"]
+    h.pipeline.forget_partitions()
+    h.put(3, "u1", "d")
+    run(h.handle(3))
+    assert len(decoded) == 3, "after a rebalance everything is read again"
+    assert h.table.value(b"u1")["items"] == ["x", "c", "d"]
+
+
 def test_an_internal_failure_dead_letters_the_event_and_the_partition_goes_on():
     h = Harness()
     h.put(0, "u1", "a")
