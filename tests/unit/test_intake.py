@@ -23,15 +23,11 @@ class FakeConsumer:
 
 
 def fake_app(generation=3, active=True):
-    async def ebb():
-        return None
-
     flow = SimpleNamespace(active=active)
     return SimpleNamespace(
         consumer=FakeConsumer(),
         consumer_generation_id=generation,
         flow_control=SimpleNamespace(is_active=lambda: flow.active),
-        producer=SimpleNamespace(buffer=SimpleNamespace(wait_until_ebb=ebb)),
         flow=flow,
     )
 
