@@ -49,12 +49,12 @@ def test_records_wait_for_the_agent_then_arrive_in_order_tracked_until_acknowled
         intake.attach(batcher)
         await asyncio.wait_for(first, 1)
         await intake(message(1))
-        events = await batcher.next_batch()
-        assert [(e.message.offset, e.value) for e in events] == [(0, b"v0"), (1, b"v1")]
+        messages = await batcher.next_batch()
+        assert [(m.offset, m.value) for m in messages] == [(0, b"v0"), (1, b"v1")]
         assert {m.offset for m in app.consumer.unacked} == {0, 1}  # a rebalance or shutdown waits for them
         assert app.consumer.acked == []
-        events[1].ack()
-        events[0].ack()
+        messages[1].ack(app.consumer)
+        messages[0].ack(app.consumer)
         assert sorted(app.consumer.acked) == [0, 1] and not app.consumer.unacked
 
     asyncio.run(scenario())
@@ -72,7 +72,7 @@ def test_records_of_an_older_generation_or_a_stopped_flow_are_acknowledged_unpro
         app.flow.active = True
         await intake(message(2, generation=4))
         assert app.consumer.acked == [0, 1]
-        assert [e.message.offset for e in await batcher.next_batch()] == [2]
+        assert [m.offset for m in await batcher.next_batch()] == [2]
 
     asyncio.run(scenario())
 
@@ -87,7 +87,7 @@ def test_a_full_buffer_holds_the_consumer_back():
         held = asyncio.ensure_future(intake(message(1)))  # fills the buffer: the call returns once there is room
         await asyncio.sleep(0.01)
         assert not held.done()
-        assert [e.message.offset for e in await batcher.next_batch()] == [0, 1]
+        assert [m.offset for m in await batcher.next_batch()] == [0, 1]
         await asyncio.wait_for(held, 1)
         intake.detach()
         late = asyncio.ensure_future(intake(message(2)))
