@@ -10,7 +10,7 @@ from dataclasses import dataclass
 KS = (1, 5, 10)  # the cut-offs graded (bounded: they label metrics)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per graded event: not frozen (see streams.records.Event); never mutated
 class Grade:
     """Where the event's item stood in the served list: a 0-based rank, or None for a miss."""
 

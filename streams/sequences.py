@@ -9,7 +9,7 @@ from typing import Any
 import orjson
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per event: not frozen (see streams.records.Event); never mutated
 class UserHistory:
     """A user's recent items (external ids, oldest first) with the event type and scenario of each (``""``: the
     event named no scenario), the last applied source offset and, once written, the lists served for that
@@ -82,7 +82,7 @@ def apply_event(
     return UserHistory(items, offset, None, types, scenarios)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per event: not frozen (see streams.records.Event); never mutated
 class Update:
     """A user whose sequence changed, with the newest event that changed it."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # built per record: not frozen (see streams.records.Event); never mutated
 class Source:
     """The record's topic, partition, offset, key and timestamp (epoch seconds, when the broker set one)."""
 
