@@ -6,11 +6,30 @@ import asyncio
 from collections.abc import Callable, Sequence
 
 from aiokafka import AIOKafkaProducer
-from aiokafka.partitioner import DefaultPartitioner
+from aiokafka.partitioner import murmur2
 
 Records = Sequence[tuple[bytes, bytes]]
 
-_partitioner = DefaultPartitioner()
+HASHES_KEPT = 100_000  # keys whose hash is remembered (about 10 MB); beyond it the memory starts afresh
+
+
+class KeyHashes:
+    """The Kafka clients' key hash (murmur2, positive), remembered per key: aiokafka computes it in Python, a
+    couple of microseconds per record, and a worker publishes for the same users again and again."""
+
+    def __init__(self, kept: int = HASHES_KEPT) -> None:
+        self._kept = kept
+        self._hashes: dict[bytes, int] = {}
+
+    def partition(self, key: bytes, partitions: Sequence[int]) -> int:
+        """The partition of ``key`` among ``partitions`` (all of the topic's, sorted), as aiokafka's default
+        partitioner chooses it."""
+        found = self._hashes.get(key)
+        if found is None:
+            if len(self._hashes) >= self._kept:
+                self._hashes.clear()
+            found = self._hashes[key] = murmur2(key) & 0x7FFFFFFF
+        return partitions[found % len(partitions)]
 
 
 class BulkSender:
@@ -28,6 +47,7 @@ class BulkSender:
     def __init__(self, producer: Callable[[], AIOKafkaProducer], topic: str) -> None:
         self._producer = producer
         self.topic = topic
+        self._hashes = KeyHashes()
 
     async def __call__(self, records: Records) -> list[asyncio.Future]:
         """Hand ``records`` (key, value) to the producer; the returned futures complete on delivery."""
@@ -36,8 +56,9 @@ class BulkSender:
         producer = self._producer()
         partitions = sorted(await producer.partitions_for(self.topic))
         by_partition: dict[int, list[tuple[bytes, bytes]]] = {}
+        partition = self._hashes.partition
         for key, value in records:
-            by_partition.setdefault(_partitioner(key, partitions, partitions), []).append((key, value))
+            by_partition.setdefault(partition(key, partitions), []).append((key, value))
         delivered = []
         for partition, items in by_partition.items():
             delivered.extend(await self._send(producer, partition, items))
