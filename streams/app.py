@@ -140,11 +140,12 @@ def build_app(
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-model")
     loader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="streamrec-model-loader")  # swaps never stall scoring
 
-    drain = write = send_grades = None
+    drain = write = read = send_grades = None
     if sinks is None:
         producer = app.producer._ensure_producer  # faust's aiokafka producer: commits flush what it was given
         sinks = (BulkSender(producer, settings.recommendations_topic), partial(_send, dlq))
         write = TableWriter(table, producer)
+        read = write.read
         send_grades = BulkSender(producer, settings.grades_topic)
         drain = partial(_drain_producer_buffer, app)
         # table writes of a whole batch go out at once: do not make faust's conductor throttle at 100
@@ -159,6 +160,7 @@ def build_app(
         fetch=partial(fetch_range, settings.kafka_bootstrap),
         fetch_executor=refetch,
         write=write,
+        read=read,
         lists=ServedLists() if settings.online_grading else None,
         send_grades=send_grades,
         catalog=catalog,

@@ -28,16 +28,20 @@ class Grade:
         return 1.0 / (self.rank + 1) if self.rank is not None else 0.0
 
 
+MISS = Grade(None)
+
+
 def grade(item: str, served: Sequence[str], seen: Collection[str]) -> Grade:
     """Grade ``item`` (what the user did next) against ``served`` (the list shown before).
 
     As in offline evaluation (``encoders.evaluate``, seen items excluded from the ranking), an item the user
     already had in their sequence cannot be a hit: the list never contains it, so a repeat is a miss.
     """
-    for rank, served_item in enumerate(served):
-        if served_item == item:
-            return Grade(None if item in seen else rank)
-    return Grade(None)
+    try:
+        rank = served.index(item)
+    except ValueError:
+        return MISS
+    return MISS if item in seen else Grade(rank)
 
 
 def in_shadow_share(user_id: str, fraction: float) -> bool:

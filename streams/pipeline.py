@@ -7,7 +7,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import orjson
@@ -33,6 +33,8 @@ Record = tuple[Source, "bytes | None"]
 SendMany = Callable[[Sequence[tuple[bytes, bytes]]], Awaitable[object]]
 # write(partition, {key: value}) puts a batch's values into the table (and its changelog).
 Write = Callable[[int, Mapping[bytes, bytes]], Awaitable[None]]
+# read(key) -> the table's value (None: none).
+Read = Callable[[bytes], "bytes | None"]
 
 
 @dataclass
@@ -85,6 +87,7 @@ class Pipeline:
         fetch_executor: where ``fetch`` runs.
         write: ``(partition, {key: value})`` -> awaitable, a batch's table writes (and changelog); default:
             assignment into ``table``.
+        read: ``key`` -> the value ``write`` wrote (None: none); default: ``table.get``.
         lists: the last lists served to each user (online grading); None turns online grading off.
         send_grades: ``[(key, value), ...]`` -> awaitable, publishes paired live/shadow grades.
         catalog: the live catalog (availability and scenarios filter every list); None: no filtering.
@@ -102,6 +105,7 @@ class Pipeline:
         fetch: Fetch | None = None,
         fetch_executor: Executor | None = None,
         write: Write | None = None,
+        read: Read | None = None,
         lists: ServedLists | None = None,
         send_grades: SendMany | None = None,
         catalog: Catalog | None = None,
@@ -117,6 +121,7 @@ class Pipeline:
         self._fetch = fetch
         self._fetch_executor = fetch_executor
         self._write = write or self._assign
+        self._get = read or self._table_get
         self.lists = lists
         self._send_grades = send_grades
         self._online = OnlineCounters(metrics)
@@ -186,16 +191,19 @@ class Pipeline:
             if history is None:
                 history = self._read(partition, key)
             if history.offset == served.get("o"):
-                histories[key] = replace(history, served=served)
+                histories[key] = history.serving(served)
 
     def _read(self, partition: int, key: bytes) -> UserHistory:
         """The user's history in the table; decoded again only when it is not what the partition's last batch
         wrote (compared byte for byte, so a value written by anyone else is always read as it is)."""
-        raw = self.table.get(key)
+        raw = self._get(key)
         written = self._written.get(partition, {}).get(key)
         if written is not None and written[0] == raw:
             return written[1]
         return UserHistory.from_bytes(raw)
+
+    def _table_get(self, key: bytes) -> bytes | None:
+        return self.table.get(key)
 
     async def _assign(self, partition: int, values: Mapping[bytes, bytes]) -> None:
         for key, value in values.items():
@@ -203,7 +211,7 @@ class Pipeline:
 
     def _mark(self, partition: int) -> int | None:
         if partition not in self._marks:
-            persisted = watermark_of(self.table.get(watermark_key(partition)))
+            persisted = watermark_of(self._get(watermark_key(partition)))
             if persisted is None:
                 return None
             self._marks[partition] = persisted

@@ -26,6 +26,10 @@ class UserHistory:
     types: tuple[str, ...] = ()
     scenarios: tuple[str, ...] = ()
 
+    def serving(self, served: Mapping[str, Any]) -> UserHistory:
+        """The same sequence with the lists served for it."""
+        return UserHistory(self.items, self.offset, served, self.types, self.scenarios)
+
     def to_json(self) -> dict[str, Any]:
         """The table value (JSON-serialisable)."""
         value: dict[str, Any] = {  # tuples: JSON arrays, without a copy into lists
@@ -60,9 +64,16 @@ class UserHistory:
         if not value:
             return cls()
         items = tuple(value.get("items", ()))
-        types = tuple(value.get("types", ()))[-len(items) :] if items else ()
-        scenarios = tuple(value.get("scenarios", ()))[-len(items) :] if items else ()
+        types = _newest(value.get("types", ()), len(items))
+        scenarios = _newest(value.get("scenarios", ()), len(items))
         return cls(items, int(value.get("offset", -1)), value.get("served"), types, scenarios)
+
+
+def _newest(values: list[str] | tuple[str, ...], n: int) -> tuple[str, ...]:
+    """The newest ``n`` of ``values`` (all when there are fewer), as a tuple."""
+    if len(values) > n:
+        return tuple(values[-n:]) if n else ()
+    return tuple(values)
 
 
 def apply_event(
@@ -76,9 +87,15 @@ def apply_event(
     """
     if offset <= history.offset:
         return None
-    items = (history.items + (item_id,))[-max_len:]
-    types = (history.types + (event_type,))[-max_len:]
-    scenarios = (history.scenarios + (scenario or "",))[-max_len:]
+    items = history.items + (item_id,)
+    types = history.types + (event_type,)
+    scenarios = history.scenarios + (scenario or "",)
+    if len(items) > max_len:
+        items = items[-max_len:]
+    if len(types) > max_len:
+        types = types[-max_len:]
+    if len(scenarios) > max_len:
+        scenarios = scenarios[-max_len:]
     return UserHistory(items, offset, None, types, scenarios)
 
 
