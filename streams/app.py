@@ -161,7 +161,7 @@ def build_app(
         fetch_executor=refetch,
         write=write,
         read=read,
-        lists=ServedLists() if settings.online_grading else None,
+        lists=ServedLists(settings.served_write_delay) if settings.online_grading else None,
         send_grades=send_grades,
         catalog=catalog,
     )

@@ -183,8 +183,8 @@ class Pipeline:
         return batch
 
     def _keep_served(self, partition: int, histories: dict[bytes, UserHistory]) -> None:
-        """Put the partition's lists served since its last batch into their users' values (written with the
-        batch), where the sequence is still the one they were made from."""
+        """Put the partition's lists that are due (see ``ServedLists``) into their users' values (written with
+        the batch), where the sequence is still the one they were made from."""
         assert self.lists is not None
         for key, served in self.lists.take(partition).items():
             history = histories.get(key)

@@ -43,6 +43,13 @@ class Settings(BaseSettings):
         description="grade each event against the list served to its user just before (streamrec_online_*); "
         "keeps each user's last list in memory",
     )
+    served_write_delay: float = Field(
+        5.0,
+        ge=0,
+        description="seconds a served list is kept in memory only before it is written into its user's table value "
+        "(online grading); a user's next event within them makes the write unneeded; 0 = with the partition's next "
+        "batch",
+    )
     grades_topic: str = Field(
         "grades", description="paired live/shadow grades, one record per graded event (read by streamrec promote)"
     )

@@ -25,6 +25,7 @@ from serving.artifact import MANIFEST, list_versions, load_artifact, resolve_ver
 from serving.engine import Engine
 from serving.publish import new_tmp_dir, publish
 from streams.grading import grade
+from streams.settings import Settings
 from streams.tools.kafka_io import read_topic
 from streams.tools.promote import MANIFEST_OWN_KEYS
 from streams.tools.simulate import simulate
@@ -208,8 +209,9 @@ def test_online_grades_match_offline_and_promote_refuses_a_worse_shadow_then_pro
 
 
 def test_served_lists_survive_a_kill_in_the_table_and_grade_on_the_next_worker(start_worker, model_root):
-    """A user's served list is written into their table value with the partition's next batch: after kill -9, a
-    worker restoring the table from its changelog grades the user's next event against it."""
+    """A user's served list is written into their table value with the partition's first batch once it is due
+    (``STREAMREC_SERVED_WRITE_DELAY``, default 5 s): after kill -9, a worker restoring the table from its changelog
+    grades the user's next event against it."""
     sequences = held_out_sequences()
     users = sorted(sequences)[:40]
     stayers, movers = users[::2], users[1::2]
@@ -242,7 +244,7 @@ def test_served_lists_survive_a_kill_in_the_table_and_grade_on_the_next_worker(s
 
     assert send(users, 0) == {0, 1}
     applied(worker, len(users))
-    time.sleep(1.0)  # every first list published
+    time.sleep(Settings().served_write_delay + 1.0)  # every first list published, and due for the table
     assert send(movers, 1) == {0, 1}  # each partition's next batch writes the stayers' lists into their values
     applied(worker, len(users) + len(movers))
     time.sleep(1.0)

@@ -1,10 +1,11 @@
-"""Online grading on hand-made cases: a hit at rank 1 and 3, a miss, and a repeat of a seen item."""
+"""Online grading on hand-made cases: a hit at rank 1 and 3, a miss, a repeat of a seen item; when served lists are
+due for the table."""
 
 import math
 
 import pytest
 
-from streams.grading import KS, grade
+from streams.grading import KS, ServedLists, grade
 
 SERVED = ["a", "b", "c", "d", "e", "f", "g", "h", "i", "j"]
 
@@ -30,3 +31,37 @@ def test_a_miss():
 def test_a_repeat_of_a_seen_item_is_a_miss_even_if_listed():
     g = grade("b", SERVED, seen={"b"})  # the list cannot hold it under seen-item masking; graded like offline
     assert g.rank is None and g.ndcg(10) == 0.0
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_served_lists_are_due_after_the_delay_and_a_newer_list_replaces_an_older_one():
+    clock = Clock()
+    lists = ServedLists(delay=5.0, clock=clock)
+    first = {"o": 1, "live": ["v1", ["i1"]]}
+    lists.put(0, {b"u1": first, b"u2": {"o": 2, "live": ["v1", ["i2"]]}})
+    clock.now += 3
+    newer = {"o": 7, "live": ["v1", ["i3"]]}
+    lists.put(0, {b"u1": newer})  # u1 served again: the older list is obsolete
+    lists.put(1, {b"u3": {"o": 4, "live": ["v1", ["i4"]]}})
+    assert lists.take(0) == {}  # nothing is 5 s old yet
+    assert lists.get(0, b"u1") is newer and lists.get(0, b"u2")["o"] == 2  # graded from memory meanwhile
+    clock.now += 2.5
+    assert lists.take(0) == {b"u2": {"o": 2, "live": ["v1", ["i2"]]}}  # u1's first list is not written
+    assert lists.get(0, b"u2") is None and lists.get(0, b"u1") is newer and len(lists) == 2
+    clock.now += 3
+    assert lists.take(0) == {b"u1": newer} and lists.take(0) == {}
+    lists.drop({1})
+    assert len(lists) == 0 and lists.take(1) == {}
+
+
+def test_served_lists_without_a_delay_are_due_at_once():
+    lists = ServedLists()
+    lists.put(2, {b"u1": {"o": 1}})
+    assert lists.take(2) == {b"u1": {"o": 1}} and len(lists) == 0

@@ -220,10 +220,10 @@ def test_hostile_values_never_raise(bad):
 class Graded(Harness):
     """A harness whose pipeline keeps served lists, with a shadow engine that ranks the catalog backwards."""
 
-    def __init__(self, shadow=True, fraction=1.0):
+    def __init__(self, shadow=True, fraction=1.0, lists=None):
         super().__init__()
         self.settings = Settings(max_len=5, top_k=3, metrics_port=0, shadow_fraction=fraction)
-        self.lists = ServedLists()
+        self.lists = ServedLists() if lists is None else lists
         self.grades = Sink()
         self.shadow = FakeEngine([f"i{n}" for n in reversed(range(20))]) if shadow else None
         if self.shadow is not None:
@@ -353,6 +353,25 @@ def test_the_served_lists_of_a_revoked_partition_are_dropped():
     h.put(1, "u1", "i0")
     run(h.handle(1))  # the list was never written to the table: not graded
     assert h.counter("online_graded", "live", "click") == 0
+
+
+def test_a_served_list_is_written_only_once_due_and_never_when_the_users_next_event_came_first():
+    clock = [0.0]
+    h = Graded(shadow=False, lists=ServedLists(delay=5.0, clock=lambda: clock[0]))
+    for offset, (user, item) in enumerate([("u1", "a"), ("u2", "b"), ("u1", "i0"), ("u2", "c")]):
+        h.put(offset, user, item)
+    run(h.handle(0, 1))
+    clock[0] = 2.0
+    run(h.handle(2))  # u1's next event, 2 s later: graded from memory; its old list is never written
+    assert h.counter("online_graded", "live", "click") == 1 and h.counter("online_hits", "live", "click", "1") == 1
+    assert "served" not in h.table.value(b"u1") and "served" not in h.table.value(b"u2")
+    clock[0] = 6.0
+    run(h.handle(3))  # u2's list of 6 s ago is due, but u2's sequence moved on with this very batch
+    assert "served" not in h.table.value(b"u2") and h.counter("online_graded", "live", "click") == 2
+    clock[0] = 8.0
+    h.put(4, "u2", "d")
+    run(h.handle(4))  # u1's list of 2 s is due: written into u1's value, its sequence unchanged
+    assert h.table.value(b"u1")["served"]["o"] == 2 and "served" not in h.table.value(b"u2")
 
 
 def test_served_lists_go_into_the_table_with_the_next_batch_and_grade_after_a_restart():
