@@ -39,11 +39,9 @@ def grade(item: str, served: Sequence[str], seen: Collection[str]) -> Grade:
     As in offline evaluation (``encoders.evaluate``, seen items excluded from the ranking), an item the user
     already had in their sequence cannot be a hit: the list never contains it, so a repeat is a miss.
     """
-    try:
-        rank = served.index(item)
-    except ValueError:
+    if item not in served or item in seen:  # most events miss: no exception raised and caught for them
         return MISS
-    return MISS if item in seen else Grade(rank)
+    return Grade(served.index(item))
 
 
 def in_shadow_share(user_id: str, fraction: float) -> bool:
