@@ -16,9 +16,12 @@ from collections.abc import Iterable
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-# A paced sender sleeps only when it is at least this far ahead of its schedule; the events due meanwhile go
-# out together (each is stamped when it is sent, so the latency is still measured from its own send).
+from streams.bulk_send import BulkSender
+
+# A paced sender hands the producer every event due since its last hand-over at once, about this often; each is
+# stamped when it is handed over, so the latency is still measured from its own send.
 _TICK_S = 0.001
+_CHUNK = 4096  # events per hand-over when not paced
 
 
 def send_events(bootstrap: str, topic: str, events: Iterable[dict], rate: float = 0.0) -> float:
@@ -28,10 +31,14 @@ def send_events(bootstrap: str, topic: str, events: Iterable[dict], rate: float 
     Returns:
         The events/s achieved (from the first send to the last), which a slow sender can leave below ``rate``.
     """
-    return asyncio.run(_send(bootstrap, topic, events, rate))
+    return asyncio.run(_send(bootstrap, topic, list(events), rate))
 
 
-async def _send(bootstrap: str, topic: str, events: Iterable[dict], rate: float) -> float:
+async def _send(bootstrap: str, topic: str, events: list[dict], rate: float) -> float:
+    """The events due at each tick go to the producer as one batch per partition (``streams.bulk_send``, keyed as
+    the Java client and aiokafka's ``send`` key them): a record costs an encode and an append, not a coroutine
+    and a future. One ``send`` per event took 97 us of CPU, as much as the worker spends on an event, on the
+    same two cores."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap.split(","),
         linger_ms=5,
@@ -40,6 +47,7 @@ async def _send(bootstrap: str, topic: str, events: Iterable[dict], rate: float)
         client_id="streamrec-bench",
     )
     await producer.start()
+    send = BulkSender(lambda: producer, topic)
     failures: list[BaseException] = []
 
     def check(future: asyncio.Future) -> None:
@@ -50,23 +58,26 @@ async def _send(bootstrap: str, topic: str, events: Iterable[dict], rate: float)
     sent = 0
     started = last = loop.time()
     try:
-        for event in events:
+        while sent < len(events):
             if rate > 0:
-                ahead = started + sent / rate - loop.time()
-                if ahead >= _TICK_S:
-                    await asyncio.sleep(ahead)
-            value = orjson.dumps({**event, "ts": time.time()})
-            sending = await producer.send(topic, value, key=str(event["user_id"]).encode())
-            sending.add_done_callback(check)
-            sent += 1
+                ahead = started + sent / rate - loop.time()  # until the next event is due
+                if ahead > 0:
+                    await asyncio.sleep(max(ahead, _TICK_S))
+                due = min(len(events), int((loop.time() - started) * rate) + 1)
+            else:
+                due = min(len(events), sent + _CHUNK)
+            now = time.time()
+            records = [(str(e["user_id"]).encode(), orjson.dumps({**e, "ts": now})) for e in events[sent:due]]
+            for delivery in await send(records):
+                delivery.add_done_callback(check)
+            sent = due
             last = loop.time()
-            if sent % 256 == 0:
-                await asyncio.sleep(0)  # a sender behind its schedule still lets the producer's requests out
+            await asyncio.sleep(0)  # a sender behind its schedule still lets the producer's requests out
         await producer.flush()
     finally:
         await producer.stop()
     if failures:
-        raise RuntimeError(f"{len(failures)} of {sent} events could not be sent to {topic}: {failures[0]}")
+        raise RuntimeError(f"{len(failures)} batches of the {sent} events could not be sent to {topic}: {failures[0]}")
     return sent / max(last - started, 1e-9)
 
 
