@@ -44,16 +44,22 @@ class SASRecBlock(nn.Module):
         Returns:
             New hidden states ``[B, L, D]``, or ``[B, 1, D]`` with ``last_only``.
         """
-        b, length, d = x.shape
+        b, _, d = x.shape
         q, k, v = self.qkv(self.attn_norm(x)).chunk(3, dim=-1)  # 3 x [B, L, D]
         if last_only:
             q, x, allowed = q[:, -1:], x[:, -1:], allowed[..., -1:, :]  # [B, 1, D], [B, 1, D], [B, 1, 1, L]
-        q = q.view(b, q.shape[1], self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, Lq, Dh]
-        k = k.view(b, length, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, L, Dh]
-        v = v.view(b, length, self.n_heads, self.head_dim).transpose(1, 2)  # [B, H, L, Dh]
+        q, k, v = self._heads(q), self._heads(k), self._heads(v)  # [B, H, Lq, Dh], 2 x [B, H, L, Dh]
         att = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # [B, H, Lq, L]
         att = att.masked_fill(~allowed, float("-inf")).softmax(dim=-1)  # [B, H, Lq, L]
         ctx = self.attn_dropout(att) @ v  # [B, H, Lq, Dh]
-        ctx = ctx.transpose(1, 2).reshape(b, q.shape[2], d)  # [B, Lq, D]
+        ctx = ctx.squeeze(1) if self.n_heads == 1 else ctx.transpose(1, 2).reshape(b, q.shape[2], d)  # [B, Lq, D]
         x = x + self.dropout(self.out(ctx))  # [B, Lq, D]
         return x + self.dropout(self.ffn(self.ffn_norm(x)))  # [B, Lq, D]
+
+    def _heads(self, t: torch.Tensor) -> torch.Tensor:
+        """``[B, L, D]`` -> ``[B, H, L, Dh]``. One head is a reshape, not a transpose: the exported graph then
+        multiplies the keys transposed in place (onnxruntime fuses ``k.transpose(-2, -1)`` into the product)
+        instead of copying them with a 4-d transpose for every batch."""
+        if self.n_heads == 1:
+            return t.unsqueeze(1)
+        return t.view(t.shape[0], t.shape[1], self.n_heads, self.head_dim).transpose(1, 2)
