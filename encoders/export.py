@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import onnx
 import torch
+from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
 from encoders.blend import Blend
@@ -23,6 +25,7 @@ from serving.artifact import (
     INPUTS,
     ITEM_EMB_FILE,
     ITEMS_FILE,
+    LIST_LENGTH_INPUT,
     MODEL_FILE,
     NEW_ROW_INPUTS,
     OUTPUTS,
@@ -240,6 +243,53 @@ def export_onnx(model: SASRec, path: str | Path, top_k: int, dynamo: bool = True
     with quiet_onnx_export():
         warnings.filterwarnings("ignore", message=".*axis name.*will not be used.*")
         torch.onnx.export(graph, args, str(path), **kwargs)
+    list_length_input(path, top_k)
+
+
+def list_length_input(path: str | Path, top_k: int) -> None:
+    """Makes the list length a call asks for an input of the graph: ``top_k``, int64 ``[1]``.
+
+    The exporter writes ``top_k`` as a constant of every ``TopK``; the input replaces it, capped at the export's
+    ``top_k``, and is also an initializer holding that value, so a call that does not feed it gets ``top_k`` items
+    as before. The worker feeds ``STREAMREC_TOP_K``: on a 3,400-item catalog onnxruntime's ``TopK`` for k = 100
+    costs about seven times k = 10, and the blended graph runs two of them per batch.
+    """
+    model = onnx.load(str(path))
+    graph = model.graph
+    if any(LIST_LENGTH_INPUT in (*node.input, *node.output) for node in graph.node):
+        raise RuntimeError(f"{path}: the graph already has a tensor named {LIST_LENGTH_INPUT}")
+    constants = {init.name: numpy_helper.to_array(init) for init in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.attribute and node.attribute[0].name == "value":
+            constants[node.output[0]] = numpy_helper.to_array(node.attribute[0].t)
+    top_ks = [node for node in graph.node if node.op_type == "TopK"]
+    for node in top_ks:
+        value = constants.get(node.input[1])
+        if value is None or value.reshape(-1).tolist() != [top_k]:
+            raise RuntimeError(f"{path}: {node.name}'s k is not the constant {top_k}; cannot make it an input")
+    capped = "top_k_capped"
+    cap = helper.make_node("Min", [LIST_LENGTH_INPUT, "top_k_export"], [capped], name="top_k_cap")
+    graph.initializer.extend(
+        [
+            numpy_helper.from_array(np.array([top_k], dtype=np.int64), LIST_LENGTH_INPUT),
+            numpy_helper.from_array(np.array([top_k], dtype=np.int64), "top_k_export"),
+        ]
+    )
+    graph.input.append(helper.make_tensor_value_info(LIST_LENGTH_INPUT, TensorProto.INT64, [1]))
+    old = {node.input[1] for node in top_ks}
+    for node in top_ks:
+        node.input[1] = capped
+    still_used = {name for node in graph.node for name in node.input}
+    kept = [init for init in graph.initializer if init.name not in old or init.name in still_used]
+    del graph.initializer[:]
+    graph.initializer.extend(kept)
+    first = min(list(graph.node).index(node) for node in top_ks)
+    graph.node.insert(first, cap)
+    for output in graph.output:
+        output.type.tensor_type.shape.dim[1].dim_param = "k"
+    del graph.value_info[:]  # shapes with the constant k in them; onnxruntime infers its own
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
 
 
 @contextlib.contextmanager

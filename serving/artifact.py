@@ -32,6 +32,7 @@ TEXT_ENCODER_OUTPUT = "text_emb"  # float32 [batch, text_dim], mean-pooled and L
 INPUTS = ("item_seq", "item_emb", "item_bias", "seen_penalty")
 NEW_ROW_INPUTS = ("item_new", "new_mix")  # float32 [n_rows] and [3]: ranking new rows against trained ones
 BEHAVIOUR_INPUTS = ("type_seq", "scenario_seq")  # int64 [batch, max_len]: only in a model that reads behaviour
+LIST_LENGTH_INPUT = "top_k"  # int64 [1], optional (an initializer that a call may override): items per list
 OUTPUTS = ("top_scores", "top_ids")
 REQUIRED = ("format_version", "model_version", "files", "max_len", "pad_id", "unk_id", "n_items", "dim", "top_k")
 REQUIRED_FILES = (MODEL_FILE, ITEM_EMB_FILE, ITEMS_FILE)

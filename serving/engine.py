@@ -12,7 +12,15 @@ from typing import NamedTuple
 import numpy as np
 import onnxruntime as ort
 
-from serving.artifact import BEHAVIOUR_INPUTS, INPUTS, NEW_ROW_INPUTS, OUTPUTS, Artifact, ArtifactError
+from serving.artifact import (
+    BEHAVIOUR_INPUTS,
+    INPUTS,
+    LIST_LENGTH_INPUT,
+    NEW_ROW_INPUTS,
+    OUTPUTS,
+    Artifact,
+    ArtifactError,
+)
 from serving.behaviour import OTHER, PAD, Behaviours
 from serving.mixture import DEFAULT_MIX, NewRowMix
 
@@ -134,6 +142,8 @@ class Engine:
                 f"expected {INPUTS} (and optionally {NEW_ROW_INPUTS} and {BEHAVIOUR_INPUTS}) and {OUTPUTS} "
                 "(docs/artifact.md): re-export the model"
             )
+        # versions exported before 2026-12-04 always return the manifest's top_k items
+        self._takes_k = LIST_LENGTH_INPUT in {i.name for i in self.session.get_overridable_initializers()}
         self.behaviours = Behaviours.from_manifest(artifact.manifest.get("behaviour")) if reads_behaviour else None
         if reads_behaviour and self.behaviours is None:
             raise ArtifactError(
@@ -264,8 +274,10 @@ class Engine:
         item_bias: np.ndarray | None = None,
         rows: ItemRows | None = None,
         behaviour: np.ndarray | None = None,
+        k: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
-        """One onnxruntime call: top scores [B, top_k] and internal ids [B, top_k].
+        """One onnxruntime call: top scores [B, k] and internal ids [B, k] (``k`` default and at most the model's
+        ``top_k``; a version exported before the graph took ``k`` returns ``top_k`` columns whatever ``k`` is).
 
         ``item_bias`` replaces the model's bias row for this call (-inf removes an item from every list).
         ``behaviour``: the ``[2, B, L]`` ids of :meth:`encode_behaviour` (a model that reads behaviour; default
@@ -276,6 +288,8 @@ class Engine:
         if self.behaviours is not None:
             steps = self.encode_behaviour(item_seq) if behaviour is None else behaviour
             extra = {BEHAVIOUR_INPUTS[0]: steps[0], BEHAVIOUR_INPUTS[1]: steps[1]}
+        if self._takes_k:
+            extra[LIST_LENGTH_INPUT] = np.array([k or self.artifact.top_k], dtype=np.int64)
         if self._graph_mixes:
             extra["new_mix"] = self.new_mix(rows)
             if self.device != "cuda":
@@ -341,7 +355,7 @@ class Engine:
             steps = None
             if self.behaviours is not None and behaviours is not None:
                 steps = self.encode_behaviour(item_seq, behaviours[start : start + self.max_batch])
-            scores, ids = self.score(item_seq, bias, rows, steps)
+            scores, ids = self.score(item_seq, bias, rows, steps, k)
             scores, ids = scores[:, :k], ids[:, :k]
             results.extend(_lists(names, item_seq, scores, ids, self.because(item_seq, ids, rows)))
         return results

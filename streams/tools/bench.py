@@ -45,8 +45,8 @@ def time_calls(call: Callable[[], object], seconds: float) -> list[float]:
     return timings
 
 
-def bench_engine(version: Path, devices: list[str], threads: int = 0, seconds: float = 1.5) -> list[dict]:
-    """Calls/s and users/s of one onnxruntime call per batch size and device."""
+def bench_engine(version: Path, devices: list[str], threads: int = 0, k: int = 10, seconds: float = 1.5) -> list[dict]:
+    """Calls/s and users/s of one onnxruntime call per batch size and device, for lists of ``k`` items."""
     artifact = load_artifact(version)
     rng = np.random.default_rng(0)
     catalog = list(artifact.item_ids[2:])
@@ -56,7 +56,7 @@ def bench_engine(version: Path, devices: list[str], threads: int = 0, seconds: f
             engine = Engine(artifact, device=device, max_batch=batch, threads=threads)
             sequences = [[catalog[i] for i in rng.integers(0, len(catalog), artifact.max_len)] for _ in range(batch)]
             item_seq = engine.encode(sequences).copy()
-            timings = time_calls(partial(engine.score, item_seq), seconds)
+            timings = time_calls(partial(engine.score, item_seq, k=k), seconds)
             p50 = _pct(timings, 50)
             rows.append(
                 {
@@ -247,8 +247,8 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
         f"max_len {manifest['max_len']}; machine: {machine}"
     )
     devices = {"auto": ["cpu"] + (["cuda"] if cuda_available() else []), "cpu": ["cpu"], "cuda": ["cuda"]}
-    engine_rows = bench_engine(version, devices[args.device], settings.ort_threads)
-    print("\nengine only (one onnxruntime call per batch)")
+    engine_rows = bench_engine(version, devices[args.device], settings.ort_threads, settings.top_k)
+    print(f"\nengine only (one onnxruntime call per batch, lists of STREAMREC_TOP_K={settings.top_k})")
     print(
         _table(
             engine_rows,

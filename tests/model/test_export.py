@@ -117,9 +117,12 @@ def test_onnx_graph_signature(trained):
         "new_mix": [3],
         "type_seq": ["batch", 20],
         "scenario_seq": ["batch", 20],
-        "top_scores": ["batch", 20],
-        "top_ids": ["batch", 20],
+        "top_k": [1],
+        "top_scores": ["batch", "k"],
+        "top_ids": ["batch", "k"],
     }
+    # top_k is also an initializer (the export's 20): a call may leave it out
+    assert [onnx.numpy_helper.to_array(i).tolist() for i in g.graph.initializer if i.name == "top_k"] == [[20]]
     n_rows = json.loads((trained.version_dir / "manifest.json").read_text())["n_items"] + 2
     item_emb = load_artifact(trained.version_dir).item_emb
     for init in g.graph.initializer:  # the item table is a runtime input, not a weight
@@ -153,6 +156,28 @@ def _behaviour(seq, seed=0):
         "type_seq": np.where(nonpad, rng.integers(1, 6, size=seq.shape), 0),
         "scenario_seq": np.where(nonpad, rng.integers(1, 3, size=seq.shape), 0),
     }
+
+
+def test_a_call_asks_for_its_list_length(trained, session):
+    """The graph returns the ``top_k`` a call feeds (capped at the export's), the head of the full list."""
+    art = load_artifact(trained.version_dir)
+    n_rows = art.item_emb.shape[0]
+    seq = _fixed_batch(trained, n_rows)
+    feeds = {
+        "item_seq": seq,
+        "item_emb": art.item_emb,
+        "item_bias": default_bias(n_rows),
+        "seen_penalty": np.array([float("-inf")], dtype=np.float32),
+        **_no_new_rows(n_rows),
+        **_behaviour(seq),
+    }
+    full_scores, full_ids = session.run(None, feeds)
+    assert full_ids.shape == (len(seq), 20)
+    for k, columns in ((1, 1), (7, 7), (20, 20), (500, 20)):
+        scores, ids = session.run(None, {**feeds, "top_k": np.array([k], np.int64)})
+        assert ids.shape == scores.shape == (len(seq), columns)
+        np.testing.assert_array_equal(ids, full_ids[:, :columns])
+        np.testing.assert_array_equal(scores, full_scores[:, :columns])
 
 
 @pytest.mark.parametrize("penalty", [float("-inf"), 0.0])
