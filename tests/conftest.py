@@ -8,6 +8,9 @@ import subprocess
 import time
 from pathlib import Path
 
+# imported here, early: when hypothesis' own pytest hook first imports it at the end of a run that did not,
+# Python 3.11.7 fails to compile it ("AST constructor recursion depth mismatch") and pytest exits 1
+import hypothesis  # noqa: F401
 import pytest
 
 from streams.tools.models import train
