@@ -10,13 +10,18 @@ The rule (README, *How the worker works*):
   with the load, which is what keeps up with it.
 - The cap is ``STREAMREC_MAX_BATCH``, lowered while one model call for that many users would take more
   than half of ``STREAMREC_LATENCY_BUDGET_MS`` (the model's cost per user is measured as it runs).
+- Catching up: once batches have been leaving events behind for more than half the budget (the buffer has
+  not emptied since), batches take up to ``STREAMREC_MAX_BATCH`` until it empties. Those events are late
+  already, and a larger batch costs less per user, so the backlog clears in a few batches instead of lasting
+  for seconds at a rate the cap holds below the load.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Callable
 from typing import Generic, TypeVar
 
 T = TypeVar("T")
@@ -31,11 +36,20 @@ class Batcher(Generic[T]):
         max_batch: the most items in one batch.
         budget_s: the latency budget; a batch's model call should take at most half of it.
         capacity: the most items held; reading pauses beyond it (backpressure to the consumer).
+        clock: seconds, monotonic (tests pass a fake one).
     """
 
-    def __init__(self, max_batch: int, budget_s: float, capacity: int | None = None) -> None:
+    def __init__(
+        self,
+        max_batch: int,
+        budget_s: float,
+        capacity: int | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_batch = max_batch
         self.budget_s = budget_s
+        self._clock = clock
+        self._behind_since: float | None = None  # when a batch last left items behind, while it has not emptied
         self._capacity = capacity or 4 * max_batch
         self._items: deque[T] = deque()
         self._waiting = asyncio.Event()  # items are waiting
@@ -85,7 +99,8 @@ class Batcher(Generic[T]):
             self._waiting.set()
 
     async def next_batch(self) -> list[T]:
-        """Every waiting item, up to :attr:`cap`; waits until there is at least one.
+        """Every waiting item, up to :attr:`cap` (up to ``max_batch`` while catching up); waits until there is at
+        least one.
 
         Returns an empty list once the stream has ended and everything was handed out (the worker stops);
         raises what made reading fail.
@@ -97,8 +112,14 @@ class Batcher(Generic[T]):
                 return []
             self._waiting.clear()
             await self._waiting.wait()
-        take = min(self.cap, len(self._items))
+        now = self._clock()
+        behind = self._behind_since is not None and now - self._behind_since > self.budget_s / 2
+        take = min(self.max_batch if behind else self.cap, len(self._items))
         batch = [self._items.popleft() for _ in range(take)]
+        if not self._items:
+            self._behind_since = None
+        elif self._behind_since is None:
+            self._behind_since = now
         if len(self._items) < self._capacity:
             self._room.set()
         return batch

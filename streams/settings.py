@@ -86,8 +86,8 @@ class Settings(BaseSettings):
     latency_budget_ms: float = Field(
         50.0,
         gt=0,
-        description="target event-to-recommendation latency: a model "
-        "call is kept within half of it by capping the batch",
+        description="target event-to-recommendation latency: a model call is kept within half of it by "
+        "capping the batch, except while a backlog older than half of it is caught up",
     )
     batches_in_flight: int = Field(
         2, ge=1, description="batches between ingestion and acknowledgement: while one is scored the next is ingested"

@@ -1,4 +1,5 @@
-"""Adaptive batching: no waiting for company, batches grow while the pipeline is busy, capped by the budget."""
+"""Adaptive batching: no waiting for company, batches grow while the pipeline is busy, capped by the budget
+unless a backlog has lasted half of it."""
 
 import asyncio
 
@@ -38,6 +39,31 @@ def test_the_cap_keeps_a_model_call_within_half_the_budget():
     assert batcher.cap == 250
     batcher.observe(10, 0.01)  # the model got slower (1 ms a user, smoothed)
     assert 1 <= batcher.cap < 250
+
+
+def test_a_backlog_older_than_half_the_budget_is_taken_in_full_batches():
+    async def scenario():
+        now = [0.0]
+        batcher = Batcher(max_batch=100, budget_s=0.05, capacity=1000, clock=lambda: now[0])
+        batcher.observe(10, 0.01)  # 1 ms a user: the cap is 25
+        assert batcher.cap == 25
+        for item in range(60):
+            await batcher.put(item)
+        assert await batcher.next_batch() == list(range(25))  # capped; 35 left behind at t = 0
+        now[0] = 0.02
+        assert len(await batcher.next_batch()) == 25  # behind for 20 ms: still within half the budget
+        for item in range(60, 160):
+            await batcher.put(item)
+        now[0] = 0.03
+        assert await batcher.next_batch() == list(range(50, 150))  # behind for 30 ms: a full batch
+        assert await batcher.next_batch() == list(range(150, 160))  # the rest; the buffer is empty again
+        for item in range(160, 200):
+            await batcher.put(item)
+        now[0] = 0.5
+        assert len(await batcher.next_batch()) == 25  # a new backlog starts capped
+        assert batcher.cap == 25
+
+    asyncio.run(scenario())
 
 
 def test_reading_pauses_when_the_buffer_is_full_and_a_failure_surfaces():
