@@ -91,7 +91,7 @@ def recommend_agent(
         app = stream.app
         try:
             while True:
-                await publisher.reserve()
+                await publisher.reserve(batcher.has_full_batch)
                 messages = await batcher.next_batch()  # everything that waited meanwhile, up to the cap
                 if not messages:
                     return  # the stream ended: the worker is stopping

@@ -10,6 +10,9 @@ The rule (README, *How the worker works*):
   with the load, which is what keeps up with it.
 - The cap is ``STREAMREC_MAX_BATCH``, lowered while one model call for that many users would take more
   than half of ``STREAMREC_LATENCY_BUDGET_MS`` (the model's cost per user is measured as it runs).
+- A full batch does not wait for the model: when the next batch's worth of events is already waiting, it is
+  ingested while the model scores the one before (within ``STREAMREC_BATCHES_IN_FLIGHT``), so the model does
+  not sit idle while the event loop ingests.
 - Catching up: once batches have been leaving events behind for more than half the budget (the buffer has
   not emptied since), batches take up to ``STREAMREC_MAX_BATCH`` until it empties. Those events are late
   already, and a larger batch costs less per user, so the backlog clears in a few batches instead of lasting
@@ -66,6 +69,17 @@ class Batcher(Generic[T]):
             return self.max_batch
         return max(1, min(self.max_batch, int(self.budget_s / 2 / self._per_item_s)))
 
+    def _limit(self, now: float) -> int:
+        """The most items the next batch takes: :attr:`cap`, or ``max_batch`` while catching up."""
+        if self._behind_since is not None and now - self._behind_since > self.budget_s / 2:
+            return self.max_batch
+        return self.cap
+
+    def has_full_batch(self) -> bool:
+        """True when a batch of the most items the next one may take is already waiting: waiting for the model
+        to be idle would not make it larger."""
+        return len(self._items) >= self._limit(self._clock())
+
     def observe(self, items: int, seconds: float) -> None:
         """Tell the batcher how long the model took for ``items`` users."""
         if items <= 0 or seconds <= 0:
@@ -113,8 +127,7 @@ class Batcher(Generic[T]):
             self._waiting.clear()
             await self._waiting.wait()
         now = self._clock()
-        behind = self._behind_since is not None and now - self._behind_since > self.budget_s / 2
-        take = min(self.max_batch if behind else self.cap, len(self._items))
+        take = min(self._limit(now), len(self._items))
         batch = [self._items.popleft() for _ in range(take)]
         if not self._items:
             self._behind_since = None

@@ -52,16 +52,19 @@ class Publisher:
         self._scoring = 0  # batches submitted and not yet scored
         self._model_idle: asyncio.Event | None = None
 
-    async def reserve(self) -> None:
-        """Wait until the model is idle and fewer than ``in_flight`` batches are on their way; then :meth:`submit`.
+    async def reserve(self, full: Callable[[], bool] | None = None) -> None:
+        """Wait until fewer than ``in_flight`` batches are on their way and the model is idle; then :meth:`submit`.
 
         Waiting for the model lets the next batch gather every event that arrives while the current one is
-        scored; when the model is idle a batch goes at once, however small.
+        scored; when the model is idle a batch goes at once, however small. When ``full()`` says a whole batch
+        is waiting already, there is nothing to gather: the next batch is ingested while the model works.
         """
         await self._slots.acquire()
         if self._model_idle is None:
             self._model_idle = asyncio.Event()
             self._model_idle.set()
+        if full is not None and full():
+            return
         await self._model_idle.wait()
 
     def submit(self, batch: Batch, ack: Callable[[], None]) -> None:

@@ -60,8 +60,11 @@ def test_a_backlog_older_than_half_the_budget_is_taken_in_full_batches():
         for item in range(160, 200):
             await batcher.put(item)
         now[0] = 0.5
+        assert batcher.has_full_batch()  # 40 waiting, the cap is 25: nothing to wait for
         assert len(await batcher.next_batch()) == 25  # a new backlog starts capped
         assert batcher.cap == 25
+        now[0] = 0.6
+        assert not batcher.has_full_batch()  # 15 left: catching up (after 100 ms behind) takes up to 100
 
     asyncio.run(scenario())
 
