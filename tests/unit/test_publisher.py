@@ -45,7 +45,10 @@ def test_the_next_batch_waits_for_the_model_unless_a_full_one_is_waiting():
 
         pipeline.release.set()
         await asyncio.wait_for(partial, 2)  # the model is idle again
-        await asyncio.sleep(0.05)
+        for _ in range(200):  # the batch is then published and acknowledged
+            if acked:
+                break
+            await asyncio.sleep(0.01)
         assert acked == [1] and failures == []
         await publisher.close()
         executor.shutdown(wait=True)
