@@ -89,7 +89,9 @@ class BlendTerm(nn.Module):
 
     def forward(self, item_seq: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """The term ``[B, N]`` for ``item_seq`` ``[B, L]`` beside ``scores`` ``[B, N]`` (N >= the trained rows)."""
-        last = item_seq[:, -self.n_last :]  # [B, n]
+        # left-padded to n_last first: a caller may crop the sequences' leading padding below n_last (pad rows
+        # have no followers)
+        last = nn.functional.pad(item_seq, (self.n_last, 0))[:, -self.n_last :]  # [B, n]
         last = torch.where(last < self.n_rows, last, torch.zeros_like(last))  # rows added while serving: none
         index = self.index[last].flatten(1).long()  # [B, n * K]
         follow = (self.follow[last] * self.position).flatten(1)  # [B, n * K]

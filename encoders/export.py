@@ -219,24 +219,25 @@ def export_onnx(model: SASRec, path: str | Path, top_k: int, dynamo: bool = True
     }
     if dynamo:
         batch, rows = torch.export.Dim("batch"), torch.export.Dim("n_rows")
+        length = torch.export.Dim("length", min=1, max=cfg.max_len)
         kwargs["dynamic_shapes"] = {
-            "item_seq": {0: batch},
+            "item_seq": {0: batch, 1: length},
             "item_emb": {0: rows},
             "item_bias": {0: rows},
             "seen_penalty": None,
             "item_new": {0: rows},
             "new_mix": None,
-            **{name: {0: batch} for name in names[len(INPUTS) + len(NEW_ROW_INPUTS) :]},
+            **{name: {0: batch, 1: length} for name in names[len(INPUTS) + len(NEW_ROW_INPUTS) :]},
         }
         kwargs["external_data"] = False
         kwargs["verbose"] = False
     else:
         kwargs["dynamic_axes"] = {
-            "item_seq": {0: "batch"},
+            "item_seq": {0: "batch", 1: "length"},
             "item_emb": {0: "n_rows"},
             "item_bias": {0: "n_rows"},
             "item_new": {0: "n_rows"},
-            **{name: {0: "batch"} for name in names[len(INPUTS) + len(NEW_ROW_INPUTS) :]},
+            **{name: {0: "batch", 1: "length"} for name in names[len(INPUTS) + len(NEW_ROW_INPUTS) :]},
             "top_scores": {0: "batch"},
             "top_ids": {0: "batch"},
         }

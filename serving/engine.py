@@ -162,7 +162,10 @@ class Engine:
         bias = np.zeros(n_rows, dtype=np.float32)
         bias[[int(artifact.manifest["pad_id"]), unk_id]] = -np.inf
         self._seen_penalty = np.array([-np.inf if exclude_seen else 0.0], dtype=np.float32)
-        self._seq = np.zeros((max_batch, self.max_len), dtype=np.int64)
+        self._seq = np.zeros(max_batch * self.max_len, dtype=np.int64)
+        # versions exported before 2026-12-04 take [batch, max_len] sequences; later ones any length up to it
+        item_seq = next(i for i in self.session.get_inputs() if i.name == "item_seq")
+        self.crops = not isinstance(item_seq.shape[1], int)
         self._grow = threading.Lock()
         vocab = {item: index for index, item in enumerate(artifact.item_ids) if index >= 2}
         self.trained_rows = n_rows
@@ -242,11 +245,21 @@ class Engine:
             return m
 
     def encode(self, sequences: Sequence[Sequence[str]], rows: ItemRows | None = None) -> np.ndarray:
-        """External item sequences to a left-padded int64 batch; unknown items map to ``unk_id``."""
-        batch = len(sequences)
-        seq = self._seq[:batch] if batch <= self.max_batch else np.zeros((batch, self.max_len), np.int64)
-        seq.fill(0)
-        vocab_get, unk, length = (rows or self.rows).vocab.get, self._unk_id, self.max_len
+        """External item sequences to a left-padded int64 batch ``[B, L]``; unknown items map to ``unk_id``.
+
+        ``L`` is ``max_len``, or, for a graph that takes any length, the batch's longest sequence (at most
+        ``max_len``): the newest item sits in the last column either way, so dropping columns that are padding in
+        every row changes no score, and the model's cost grows with ``L`` (short histories cost less).
+        """
+        batch, length = len(sequences), self.max_len
+        if self.crops:
+            length = max(1, min(length, max((len(items) for items in sequences), default=1)))
+        if batch <= self.max_batch:
+            seq = self._seq[: batch * length].reshape(batch, length)
+            seq.fill(0)
+        else:
+            seq = np.zeros((batch, length), np.int64)
+        vocab_get, unk = (rows or self.rows).vocab.get, self._unk_id
         for row, items in enumerate(sequences):
             tail = items[-length:]
             if tail:
@@ -363,7 +376,7 @@ class Engine:
     def warmup(self) -> None:
         """Run a full batch and a single sequence once, so the first real call is not slow."""
         some = [self.artifact.item_ids[2]] if len(self.artifact.item_ids) > 2 else []
-        self.recommend([some] * self.max_batch, 1)
+        self.recommend([some * self.max_len] * self.max_batch, 1)
         self.recommend([some], 1)
 
 

@@ -125,6 +125,14 @@ def test_export_and_checkpoint_keep_the_blend(tmp_path):
     np.testing.assert_array_equal(ids, np.argsort(-blended, axis=1, kind="stable")[:, :10])
     np.testing.assert_allclose(scores, -np.sort(-plain, axis=1)[:, :10], atol=1e-4)
     assert (ids != np.argsort(-plain, axis=1, kind="stable")[:, :10]).any()  # the blend changed the lists
+    # a caller may drop leading padding, even below the blend's n_last newest positions
+    short = [s[:n] for s, n in zip(seqs[6:12], (1, 2, 3, 1, 2, 4), strict=True)]
+    want_scores, want_ids = session.run(None, {**feeds, "item_seq": left_pad(short, max_len)})
+    for width in (1, 2, 4, 6):
+        rows = [row for row, history in enumerate(short) if len(history) <= width]
+        scores, ids = session.run(None, {**feeds, "item_seq": left_pad([short[r] for r in rows], width)})
+        np.testing.assert_array_equal(ids, want_ids[rows])
+        np.testing.assert_allclose(scores, want_scores[rows], atol=1e-5)
 
     vocab = Vocabulary(tuple(f"i{k}" for k in range(2, n_rows)), ("",) * (n_rows - 2))
     path = save_checkpoint(tmp_path / "c.pt", Checkpoint(model, vocab, TrainConfig(), {}, {}, None, None, blend))

@@ -109,14 +109,14 @@ def test_onnx_graph_signature(trained):
         for v in list(g.graph.input) + list(g.graph.output)
     }
     assert dims == {
-        "item_seq": ["batch", 20],
+        "item_seq": ["batch", "length"],
         "item_emb": ["n_rows", 32],
         "item_bias": ["n_rows"],
         "seen_penalty": [1],
         "item_new": ["n_rows"],
         "new_mix": [3],
-        "type_seq": ["batch", 20],
-        "scenario_seq": ["batch", 20],
+        "type_seq": ["batch", "length"],
+        "scenario_seq": ["batch", "length"],
         "top_k": [1],
         "top_scores": ["batch", "k"],
         "top_ids": ["batch", "k"],
@@ -178,6 +178,29 @@ def test_a_call_asks_for_its_list_length(trained, session):
         assert ids.shape == scores.shape == (len(seq), columns)
         np.testing.assert_array_equal(ids, full_ids[:, :columns])
         np.testing.assert_array_equal(scores, full_scores[:, :columns])
+
+
+def test_a_call_may_drop_leading_padding(trained, session):
+    """Sequences of any length up to max_len: columns that are padding in every row change no score."""
+    art = load_artifact(trained.version_dir)
+    n_rows = art.item_emb.shape[0]
+    seq = _fixed_batch(trained, n_rows)
+    fixed = {
+        "item_emb": art.item_emb,
+        "item_bias": default_bias(n_rows),
+        "seen_penalty": np.array([float("-inf")], dtype=np.float32),
+        **_no_new_rows(n_rows),
+    }
+    steps = _behaviour(seq)
+    full_scores, full_ids = session.run(None, {"item_seq": seq, **fixed, **steps})
+    lengths = (seq != 0).sum(axis=1)
+    for width in (1, 3, 5, 12, 19):
+        rows = np.flatnonzero(lengths <= width)
+        assert len(rows), width
+        crop = {name: np.ascontiguousarray(value[rows, -width:]) for name, value in {"item_seq": seq, **steps}.items()}
+        scores, ids = session.run(None, {**crop, **fixed})
+        np.testing.assert_array_equal(ids, full_ids[rows])
+        np.testing.assert_allclose(scores, full_scores[rows], atol=1e-5, rtol=0)
 
 
 @pytest.mark.parametrize("penalty", [float("-inf"), 0.0])

@@ -145,10 +145,29 @@ def test_items_added_while_serving_are_recommended_and_the_matrix_grows_past_its
 def test_unknown_items_are_encoded_as_unknown_and_left_padded(version):
     engine = Engine(load_artifact(version), device="cpu")
     first = next(iter(engine.vocab))
+    seq = engine.encode([[first, "nope"], [first]])
+    assert engine.crops and seq.shape == (2, 2)  # as wide as the longest history
+    assert seq.tolist() == [[engine.vocab[first], 1], [0, engine.vocab[first]]]
+    engine.crops = False  # a version exported before the graph took any length
     seq = engine.encode([[first, "nope"]])
     assert seq.shape == (1, engine.max_len)
     assert seq[0, -2:].tolist() == [engine.vocab[first], 1]
     assert not seq[0, :-2].any()
+    assert engine.encode([list(engine.vocab)[: engine.max_len + 5]]).shape == (1, engine.max_len)
+
+
+def test_short_batches_rank_as_full_width_ones(version):
+    """A batch as wide as its longest history gives the lists of a max_len-wide one."""
+    cropping = Engine(load_artifact(version), device="cpu", max_batch=4)
+    full = Engine(load_artifact(version), device="cpu", max_batch=4)
+    full.crops = False
+    catalog = list(cropping.vocab)
+    histories = [catalog[:1], catalog[10:13], [], catalog[5:9], catalog[20:22], catalog[30:100]]
+    assert cropping.encode(histories[:4]).shape[1] == 4
+    got, want = cropping.recommend(histories, 10), full.recommend(histories, 10)
+    assert [[r.item_id for r in recs] for recs in got] == [[r.item_id for r in recs] for recs in want]
+    for recs, ref in zip(got, want, strict=True):
+        np.testing.assert_allclose([r.score for r in recs], [r.score for r in ref], atol=1e-5)
 
 
 def test_seen_items_come_back_when_exclusion_is_off(version):
