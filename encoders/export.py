@@ -180,7 +180,7 @@ def default_bias(n_rows: int) -> np.ndarray:
 
 
 def export_onnx(model: SASRec, path: str | Path, top_k: int, dynamo: bool = True, blend: Blend | None = None) -> None:
-    """Writes the scoring graph to ``path`` (opset 18, dynamic axes ``batch`` and ``n_rows``).
+    """Writes the scoring graph to ``path`` (opset 18, dynamic axes ``batch``, ``length`` (<= max_len), ``n_rows``).
 
     Args:
         model: trained SASRec (moved to CPU for export).

@@ -26,6 +26,8 @@ from streams.tools.models import find_or_train
 from streams.tools.worker_process import WorkerProcess
 
 ENGINE_BATCHES = (1, 8, 64, 256, 1024)
+# then batches of users with short histories: a batch is as wide as its longest one (serving.engine.Engine.encode)
+SHORT_HISTORY, SHORT_BATCHES = 10, (64, 256)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -46,15 +48,18 @@ def time_calls(call: Callable[[], object], seconds: float) -> list[float]:
 
 
 def bench_engine(version: Path, devices: list[str], threads: int = 0, k: int = 10, seconds: float = 1.5) -> list[dict]:
-    """Calls/s and users/s of one onnxruntime call per batch size and device, for lists of ``k`` items."""
+    """Calls/s and users/s of one onnxruntime call per batch size, history length and device, for lists of ``k``
+    items: every batch size with ``max_len`` items per user, then ``SHORT_BATCHES`` with ``SHORT_HISTORY``."""
     artifact = load_artifact(version)
     rng = np.random.default_rng(0)
     catalog = list(artifact.item_ids[2:])
+    short = min(SHORT_HISTORY, artifact.max_len)
+    shapes = [(batch, artifact.max_len) for batch in ENGINE_BATCHES] + [(batch, short) for batch in SHORT_BATCHES]
     rows = []
     for device in devices:
-        for batch in ENGINE_BATCHES:
+        for batch, history in shapes:
             engine = Engine(artifact, device=device, max_batch=batch, threads=threads)
-            sequences = [[catalog[i] for i in rng.integers(0, len(catalog), artifact.max_len)] for _ in range(batch)]
+            sequences = [[catalog[i] for i in rng.integers(0, len(catalog), history)] for _ in range(batch)]
             item_seq = engine.encode(sequences).copy()
             timings = time_calls(partial(engine.score, item_seq, k=k), seconds)
             p50 = _pct(timings, 50)
@@ -62,6 +67,8 @@ def bench_engine(version: Path, devices: list[str], threads: int = 0, k: int = 1
                 {
                     "device": engine.device,
                     "batch": batch,
+                    "history": history,
+                    "width": item_seq.shape[1],
                     "calls": len(timings),
                     "p50_ms": p50 * 1000,
                     "p99_ms": _pct(timings, 99) * 1000,
@@ -255,6 +262,8 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
             [
                 ("device", "device", "s"),
                 ("batch", "batch", "d"),
+                ("history", "items/user", "d"),
+                ("width", "width", "d"),
                 ("p50_ms", "p50 ms", ".3f"),
                 ("p99_ms", "p99 ms", ".3f"),
                 ("users_per_s", "users/s", ",.0f"),

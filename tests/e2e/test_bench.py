@@ -45,6 +45,11 @@ def test_bench_reports_engine_pipeline_and_latency_tables(kafka, model_root, tmp
         ("cpu", b) for b in (1, 8, 64, 256, 1024)
     ]
     assert all(row["users_per_s"] > 0 for row in report["engine"])
+    max_len = report["engine"][0]["history"]
+    assert [(row["batch"], row["history"], row["width"]) for row in report["engine"]] == [
+        *((b, max_len, max_len) for b in (1, 8, 64, 256, 1024)),
+        *((b, 10, 10) for b in (64, 256)),
+    ]
     assert [row["path"] for row in report["pipeline"]] == [
         "per-event",
         "micro-batched",
