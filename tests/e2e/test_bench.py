@@ -70,3 +70,17 @@ def test_bench_reports_engine_pipeline_and_latency_tables(kafka, model_root, tmp
     # the paced sender keeps to the offered rate: it may fall behind on a busy machine, never run ahead of it
     assert all(0 < row["sent_rate"] <= row["rate"] * 1.05 for row in report["latency"])
     assert "micro-batched / per-event throughput" in result.stdout
+
+
+def test_every_slice_of_the_bench_events_is_spread_over_all_users(model_root):
+    from serving.artifact import resolve_version
+    from streams.tools.bench import bench_events
+
+    events = bench_events(resolve_version(model_root), 200, 8_000)
+    backlog = events[:1_000]
+    assert len({e["user_id"] for e in backlog}) == 200  # 5 events each, not a few users' long timelines
+    per_user: dict[str, list[float]] = {}
+    for event in events:
+        per_user.setdefault(event["user_id"], []).append(event["ts"])
+    assert len(per_user) == 200
+    assert all(ts == sorted(ts) for ts in per_user.values())  # each user's own order is kept
