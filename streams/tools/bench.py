@@ -160,12 +160,17 @@ def bench_pipeline(
     backlog: list[dict],
     paced: Paced,
     keep_topics: bool = False,
+    full: tuple[list[dict], list[dict]] = ([], []),
 ) -> tuple[list[dict], list[dict]]:
     """Each mode on the same data: drain a backlog (sustained events/s), then latency at offered loads.
 
     Args:
         paced: from the events/s measured so far (by mode), the (rate, events) to offer a mode.
         keep_topics: leave each mode's topics on the broker (else deleted once it is measured).
+        full: ``(fill, backlog)``: for every mode but the per-event one, after the first backlog, ``fill`` is
+            sent and answered unmeasured (it brings every user's history to ``STREAMREC_MAX_LEN`` items), then
+            the second backlog is drained and measured (``full_events_per_s``); the paced loads follow, on full
+            histories, and ``measured`` holds that rate (the model's cost grows with the history length).
 
     Returns:
         (throughput rows, latency rows).
@@ -193,17 +198,25 @@ def bench_pipeline(
         worker.start(create_topics=False)
         try:
             drained = collector.wait_for(backlog, timeout=1800)
-            produced = [r["produced_ts"] for r in drained]
-            measured[mode.path] = len(backlog) / (max(produced) - min(produced))
-            rows.append(
-                {
-                    "path": mode.path,
-                    "max_batch": mode.max_batch,
-                    "events": len(backlog),
-                    "records": len(drained),
-                    "events_per_s": measured[mode.path],
-                }
-            )
+            measured[mode.path] = _drain_rate(backlog, drained)
+            row = {
+                "path": mode.path,
+                "max_batch": mode.max_batch,
+                "events": len(backlog),
+                "records": len(drained),
+                "events_per_s": measured[mode.path],
+                "full_events_per_s": None,
+            }
+            fill, second = full
+            if second and mode.max_batch > 1:
+                print(f"{mode.path}: {len(fill)} events to fill every history, then {len(second)} more", flush=True)
+                send_events(settings.kafka_bootstrap, worker.events, fill)
+                collector.wait_for(fill, timeout=1800)
+                send_events(settings.kafka_bootstrap, worker.events, second)
+                measured[mode.path] = row["full_events_per_s"] = _drain_rate(
+                    second, collector.wait_for(second, timeout=1800)
+                )
+            rows.append(row)
             for rate, chunk in [] if mode.noop else paced(measured):
                 print(f"{mode.path}: {len(chunk)} events offered at {rate:,.0f}/s", flush=True)
                 sent_rate = send_events(settings.kafka_bootstrap, worker.events, chunk, rate=rate)
@@ -228,19 +241,27 @@ def bench_pipeline(
     return rows, latency_rows
 
 
+def _drain_rate(backlog: list[dict], answers: list[dict]) -> float:
+    """Events/s of a drained backlog: its events over the time from the first answer's publish to the last's."""
+    produced = [r["produced_ts"] for r in answers]
+    return len(backlog) / (max(produced) - min(produced))
+
+
 def _table(rows: list[dict], columns: list[tuple[str, str, str]]) -> str:
     head = "  ".join(f"{title:>{len(title) + 2}}" for _, title, _ in columns)
     lines = [head]
     for row in rows:
-        lines.append("  ".join(f"{format(row[key], fmt):>{len(title) + 2}}" for key, title, fmt in columns))
+        cells = [format(row[key], fmt) if row[key] is not None else "-" for key, _, fmt in columns]
+        lines.append("  ".join(f"{cell:>{len(title) + 2}}" for cell, (_, title, _) in zip(cells, columns)))
     return "\n".join(lines)
 
 
 def _offered(
     rates: list[str], seconds: float, fresh: list[dict], measured: dict[str, float]
 ) -> list[tuple[float, list[dict]]]:
-    """The (rate, events) to offer a mode: ``half`` is half the micro-batched events/s measured in this run
-    (so it is offered to the micro-batched path, measured before the latencies, and not to the per-event path)."""
+    """The (rate, events) to offer a mode: ``half`` is half the micro-batched events/s measured in this run, on full
+    histories when they were measured (so it is offered to the micro-batched path, measured before the latencies,
+    and not to the per-event path)."""
     out, start = [], 0
     for rate_text in rates:
         rate = 0.5 * measured.get("micro-batched", 0.0) if rate_text == "half" else float(rate_text)
@@ -292,8 +313,10 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
         ensure_kafka(settings.kafka_bootstrap)
         rates = [r.strip() for r in args.rates.split(",") if r.strip()]
         budget = sum(float(r) for r in rates if r != "half") + 20_000 * rates.count("half")
-        events = bench_events(version, args.users, args.events + int(budget * args.paced_seconds) + 1000)
-        backlog, fresh = events[: args.events], events[args.events :]
+        fill_to = max(args.events, args.users * settings.max_len)  # every user's first max_len events
+        events = bench_events(version, args.users, fill_to + args.events + int(budget * args.paced_seconds) + 1000)
+        backlog, fill, second = events[: args.events], events[args.events : fill_to], events[fill_to:][: args.events]
+        fresh = events[fill_to + args.events :]
         freeze_heap()
         modes = pipeline_modes(settings.max_batch, args.shadow)
         if args.skip_ceiling:
@@ -306,10 +329,14 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
             backlog,
             lambda measured: _offered(rates, args.paced_seconds, fresh, measured),
             keep_topics=args.keep_topics,
+            full=(fill, second),
         )
         print(
-            f"\npipeline against Kafka at {settings.kafka_bootstrap}: sustained events/s, draining the same "
-            f"backlog of {args.events} events over {args.users} users"
+            f"\npipeline against Kafka at {settings.kafka_bootstrap}: sustained events/s, draining a backlog of "
+            f"{args.events} events over {args.users} users: new users (at most {-(-args.events // args.users)} "
+            f"items each), then, after {len(fill)} more events, the same number again with every history at "
+            f"STREAMREC_MAX_LEN={settings.max_len} items (not for the per-event path, whose latencies are on "
+            "short histories); the micro-batched latencies below are measured on full histories"
         )
         print(
             _table(
@@ -317,7 +344,8 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
                 [
                     ("path", "path", "s"),
                     ("max_batch", "max_batch", "d"),
-                    ("events_per_s", "events/s", ",.0f"),
+                    ("events_per_s", "events/s new users", ",.0f"),
+                    ("full_events_per_s", "events/s full histories", ",.0f"),
                     ("records", "records", "d"),
                 ],
             )

@@ -94,7 +94,7 @@ def _parser() -> argparse.ArgumentParser:
         "--rates",
         default="250,half",
         help="offered events/s for the latency measurements, comma-separated; 'half' = half the micro-batched "
-        "events/s measured in the same run (offered to the micro-batched path only)",
+        "events/s measured in the same run on full histories (offered to the micro-batched path only)",
     )
     bench.add_argument("--paced-seconds", type=float, default=20.0, help="seconds each rate is offered")
     bench.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto", help="engine table devices")

@@ -59,7 +59,10 @@ def test_bench_reports_engine_pipeline_and_latency_tables(kafka, model_root, tmp
     assert per_event["records"] == 400  # batch of 1: one record per event
     assert 0 < batched["records"] <= 400  # a user with several events in a batch is scored once
     assert 0 < ceiling["records"] <= 400 and ceiling["events_per_s"] > 0
-    half = batched["events_per_s"] / 2
+    # then every history filled to max_len and a second backlog drained, except on the per-event path
+    assert per_event["full_events_per_s"] is None
+    assert batched["full_events_per_s"] > 0 and ceiling["full_events_per_s"] > 0
+    half = batched["full_events_per_s"] / 2
     # 'half' is half the micro-batched capacity: offered to that path only (it would swamp the per-event one)
     assert [(row["path"], row["rate"]) for row in report["latency"]] == [
         ("per-event", 100.0),
