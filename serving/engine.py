@@ -23,6 +23,7 @@ from serving.artifact import (
 )
 from serving.behaviour import OTHER, PAD, Behaviours
 from serving.mixture import DEFAULT_MIX, NewRowMix
+from serving.widths import split_by_width
 
 logger = logging.getLogger(__name__)
 
@@ -360,18 +361,46 @@ class Engine:
             raise ValueError(f"k={k} is larger than the model's top_k={self.artifact.top_k}")
         rows = self.rows
         bias = item_bias(rows) if callable(item_bias) else item_bias
-        names = rows.names
         results: list[list[ScoredItem]] = []
         for start in range(0, len(sequences), self.max_batch):
             chunk = sequences[start : start + self.max_batch]
-            item_seq = self.encode(chunk, rows)
-            steps = None
-            if self.behaviours is not None and behaviours is not None:
-                steps = self.encode_behaviour(item_seq, behaviours[start : start + self.max_batch])
-            scores, ids = self.score(item_seq, bias, rows, steps, k)
-            scores, ids = scores[:, :k], ids[:, :k]
-            results.extend(_lists(names, item_seq, scores, ids, self.because(item_seq, ids, rows)))
+            steps = behaviours[start : start + self.max_batch] if behaviours is not None else None
+            groups = self._groups(chunk)
+            if len(groups) == 1:
+                results.extend(self._call(chunk, rows, bias, steps, k))
+                continue
+            lists: list[list[ScoredItem]] = [[] for _ in chunk]  # calls by history length (serving/widths.py)
+            for group in groups:
+                part = [chunk[i] for i in group]
+                part_steps = [steps[i] for i in group] if steps is not None else None
+                for i, items in zip(group.tolist(), self._call(part, rows, bias, part_steps, k)):
+                    lists[i] = items
+            results.extend(lists)
         return results
+
+    def _groups(self, chunk: Sequence[Sequence[str]]) -> list[np.ndarray]:
+        """The rows of each model call for ``chunk`` (one group: one call for all, in order)."""
+        if not self.crops or len(chunk) < 2:
+            return [np.arange(len(chunk))]
+        lengths = np.fromiter((len(items) for items in chunk), dtype=np.int64, count=len(chunk))
+        return split_by_width(np.minimum(lengths, self.max_len))
+
+    def _call(
+        self,
+        sequences: Sequence[Sequence[str]],
+        rows: ItemRows,
+        bias: np.ndarray | None,
+        behaviours: Sequence[Behaviour] | None,
+        k: int,
+    ) -> list[list[ScoredItem]]:
+        """One model call for at most ``max_batch`` sequences: their lists."""
+        item_seq = self.encode(sequences, rows)
+        steps = None
+        if self.behaviours is not None and behaviours is not None:
+            steps = self.encode_behaviour(item_seq, behaviours)
+        scores, ids = self.score(item_seq, bias, rows, steps, k)
+        scores, ids = scores[:, :k], ids[:, :k]
+        return _lists(rows.names, item_seq, scores, ids, self.because(item_seq, ids, rows))
 
     def warmup(self) -> None:
         """Run a full batch and a single sequence once, so the first real call is not slow."""

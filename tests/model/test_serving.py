@@ -168,6 +168,16 @@ def test_short_batches_rank_as_full_width_ones(version):
     assert [[r.item_id for r in recs] for recs in got] == [[r.item_id for r in recs] for recs in want]
     for recs, ref in zip(got, want, strict=True):
         np.testing.assert_allclose([r.score for r in recs], [r.score for r in ref], atol=1e-5)
+    # a batch of many short histories and two long ones is scored in calls by length, each list in its place
+    mixed = [catalog[i : i + 1 + i % 3] for i in range(30)] + [catalog[40:100], catalog[100:160]]
+    mixed.insert(7, mixed.pop())
+    cropping = Engine(load_artifact(version), device="cpu", max_batch=len(mixed))
+    full = Engine(load_artifact(version), device="cpu", max_batch=len(mixed))
+    full.crops = False
+    assert len(cropping._groups(mixed)) >= 2 and len(full._groups(mixed)) == 1
+    got, want = cropping.recommend(mixed, 10), full.recommend(mixed, 10)
+    assert [[r.item_id for r in recs] for recs in got] == [[r.item_id for r in recs] for recs in want]
+    assert [[r.because for r in recs] for recs in got] == [[r.because for r in recs] for recs in want]
 
 
 def test_seen_items_come_back_when_exclusion_is_off(version):
