@@ -83,8 +83,8 @@ def ndcg(rank: int | None) -> float:
 
 
 def replay(worker, sequences: dict[str, list[str]]) -> dict[tuple[int, int], tuple[str, int]]:
-    """Send every user's events in rounds (each user's t-th event, then a pause), so that most events arrive
-    after their user's previous list was published. Returns (partition, offset) -> (user, position)."""
+    """Send every user's events in rounds (each user's t-th event, then, once the worker has answered them all, a
+    pause), so that most events arrive after their user's previous list was published. Returns (partition, offset) -> (user, position)."""
     producer = KafkaProducer(bootstrap_servers=worker.bootstrap, linger_ms=5)
     sent = {}
     try:
@@ -100,6 +100,13 @@ def replay(worker, sequences: dict[str, list[str]]) -> dict[tuple[int, int], tup
             for where, future in futures:
                 meta = future.get(timeout=10)
                 sent[(meta.partition, meta.offset)] = where
+            # the next round only once this one is answered (a worker still starting would otherwise read two
+            # rounds as one batch, and a whole round would go ungraded), then a pause
+            deadline = time.monotonic() + 20
+            while metric_value(worker.metrics(), "streamrec_recommendations_total") < len(sent):
+                if time.monotonic() > deadline:
+                    break
+                time.sleep(0.05)
             time.sleep(0.4)
     finally:
         producer.close()
