@@ -84,7 +84,9 @@ def ndcg(rank: int | None) -> float:
 
 def replay(worker, sequences: dict[str, list[str]]) -> dict[tuple[int, int], tuple[str, int]]:
     """Send every user's events in rounds (each user's t-th event, then, once the worker has answered them all, a
-    pause), so that most events arrive after their user's previous list was published. Returns (partition, offset) -> (user, position)."""
+    pause), so that most events arrive after their user's previous list was published.
+
+    Returns (partition, offset) -> (user, position)."""
     producer = KafkaProducer(bootstrap_servers=worker.bootstrap, linger_ms=5)
     sent = {}
     try:
