@@ -351,7 +351,8 @@ class Engine:
         item_bias: np.ndarray | Callable[[ItemRows], np.ndarray] | None = None,
         behaviours: Sequence[Behaviour] | None = None,
     ) -> list[list[ScoredItem]]:
-        """Top-``k`` items for each sequence, in one model call per ``max_batch`` sequences.
+        """Top-``k`` items for each sequence: one model call per ``max_batch`` sequences, or a few by history length
+        (:func:`serving.widths.split_by_width`).
 
         ``item_bias`` (see :meth:`score`) may be a function of the item rows the call is scored against (the
         rows as of the call: items added meanwhile wait for the next one). ``behaviours``: each sequence's

@@ -333,7 +333,7 @@ class Pipeline:
 
     # --- scoring and publishing ----------------------------------------------------------------------------------
     def score(self, engine: Engine, updates: Sequence[Update], shadow: Engine | None = None) -> Scored:
-        """One model call for the batch, and one of the shadow model for its share of users (blocking: run it in
+        """The model's call(s) for the batch, and the shadow model's for its share of users (blocking: run it in
         a thread)."""
         started = time.perf_counter()
         results = self._recommend(engine, updates)
@@ -355,7 +355,7 @@ class Pipeline:
         return scored
 
     def _recommend(self, engine: Engine, updates: Sequence[Update]) -> list[list[ScoredItem]]:
-        """The lists for ``updates``: one model call, or one per scenario when the catalog filters by scenario."""
+        """The lists for ``updates``: one ``recommend``, or one per scenario when the catalog filters by scenario."""
         k = self.settings.top_k
         if self.catalog is None or not len(self.catalog):
             return engine.recommend([u.items for u in updates], k, None, _behaviour(updates))
