@@ -27,12 +27,12 @@ def split_by_width(lengths: np.ndarray, max_calls: int = MAX_CALLS) -> list[np.n
     n = len(lengths)
     if n < 2 or max_calls < 2:
         return [np.arange(n)]
-    order = np.argsort(lengths, kind="stable")
-    groups = [order]
+    widths = np.maximum(lengths, 1)  # an empty history still takes one column
+    groups = [np.argsort(widths, kind="stable")]
     while len(groups) < max_calls:
         best_gain, best_at = 0.0, None
         for index, group in enumerate(groups):
-            gain, cut = _best_cut(np.maximum(lengths[group], 1))
+            gain, cut = _best_cut(widths[group])
             if gain > best_gain:
                 best_gain, best_at = gain, (index, cut)
         if best_at is None:

@@ -315,7 +315,11 @@ def run_bench(settings: Settings, args: argparse.Namespace) -> int:
         budget = sum(float(r) for r in rates if r != "half") + 20_000 * rates.count("half")
         fill_to = max(args.events, args.users * settings.max_len)  # every user's first max_len events
         events = bench_events(version, args.users, fill_to + args.events + int(budget * args.paced_seconds) + 1000)
-        backlog, fill, second = events[: args.events], events[args.events : fill_to], events[fill_to:][: args.events]
+        backlog, fill, second = (
+            events[: args.events],
+            events[args.events : fill_to],
+            events[fill_to : fill_to + args.events],
+        )
         fresh = events[fill_to + args.events :]
         freeze_heap()
         modes = pipeline_modes(settings.max_batch, args.shadow)
