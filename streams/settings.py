@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -14,6 +15,8 @@ from serving.mixture import NewRowMix
 from streams.records import DEFAULT_EVENT_TYPES, DEFAULT_MAX_EVENT_BYTES
 
 PREFIX = "STREAMREC_"
+# read by deploy/ scripts and docker-compose, not by the Python settings
+SCRIPT_VARIABLES = frozenset({"VAR_DIR", "CACHE_DIR", "MODELS", "DEMO_DATA", "BIND"})
 
 
 class Settings(BaseSettings):
@@ -163,3 +166,17 @@ class Settings(BaseSettings):
     @classmethod
     def _strip_scheme(cls, value: str) -> str:
         return value.removeprefix("kafka://")
+
+
+def unknown_variables(env: Mapping[str, str]) -> list[str]:
+    """One sentence per ``STREAMREC_*`` variable in ``env`` that names no setting (a typo is otherwise ignored)."""
+    names = {name.upper() for name in Settings.model_fields}
+    problems = []
+    for key in sorted(env):
+        name = key[len(PREFIX) :] if key.startswith(PREFIX) else None
+        if name is None or name.upper() in names or name in SCRIPT_VARIABLES:
+            continue
+        close = difflib.get_close_matches(name.upper(), sorted(names), n=1, cutoff=0.6)
+        hint = f" (did you mean {PREFIX}{close[0]}?)" if close else ""
+        problems.append(f"{key} is not a setting{hint} and is ignored; the settings are listed in README.md")
+    return problems

@@ -5,12 +5,13 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
 from pydantic import ValidationError
 
-from streams.settings import Settings
+from streams.settings import Settings, unknown_variables
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +145,8 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _settings() -> Settings:
+    for problem in unknown_variables(os.environ):
+        print(f"streamrec: warning: {problem}", file=sys.stderr)
     try:
         return Settings()
     except ValidationError as exc:

@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from streams.settings import Settings
+from streams.settings import Settings, unknown_variables
 
 
 def test_defaults_and_env(monkeypatch):
@@ -25,3 +25,14 @@ def test_bad_values_fail(monkeypatch):
     monkeypatch.setenv("STREAMREC_DEVICE", "tpu")
     with pytest.raises(ValidationError):
         Settings()
+
+
+def test_a_misspelt_variable_is_named_with_the_setting_it_resembles():
+    problems = unknown_variables(
+        {"STREAMREC_TOPK": "5", "STREAMREC_TOP_K": "5", "STREAMREC_VAR_DIR": "/tmp/x", "HOME": "/root"}
+    )
+    assert problems == [
+        "STREAMREC_TOPK is not a setting (did you mean STREAMREC_TOP_K?) and is ignored; "
+        "the settings are listed in README.md"
+    ]
+    assert unknown_variables({"STREAMREC_MAX_BATCH": "64", "STREAMREC_KAFKA_BOOTSTRAP": "h:1"}) == []
