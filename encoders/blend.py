@@ -89,14 +89,26 @@ class BlendTerm(nn.Module):
 
     def forward(self, item_seq: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """The term ``[B, N]`` for ``item_seq`` ``[B, L]`` beside ``scores`` ``[B, N]`` (N >= the trained rows)."""
+        index, follow = self._followers(item_seq)
+        counts = torch.zeros_like(scores).scatter_add(1, index, follow)  # [B, N]
+        return self.weight * torch.log1p(counts)
+
+    def blended(self, item_seq: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        """``scores + forward(item_seq, scores)``, the same values, with the logarithm and the sum computed only at
+        the newest items' followers (the term is 0 everywhere else): what the exported graph runs per batch."""
+        index, follow = self._followers(item_seq)
+        counts = torch.zeros_like(scores).scatter_add(1, index, follow).gather(1, index)  # [B, n * K]
+        return scores.scatter(1, index, scores.gather(1, index) + self.weight * torch.log1p(counts))  # [B, N]
+
+    def _followers(self, item_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The rows ``[B, n * K]`` (int64) and weights ``[B, n * K]`` of the newest ``n_last`` items' followers."""
         # left-padded to n_last first: a caller may crop the sequences' leading padding below n_last (pad rows
         # have no followers)
         last = nn.functional.pad(item_seq, (self.n_last, 0))[:, -self.n_last :]  # [B, n]
         last = torch.where(last < self.n_rows, last, torch.zeros_like(last))  # rows added while serving: none
         index = self.index[last].flatten(1).long()  # [B, n * K]
         follow = (self.follow[last] * self.position).flatten(1)  # [B, n * K]
-        counts = torch.zeros_like(scores).scatter_add(1, index, follow)  # [B, N]
-        return self.weight * torch.log1p(counts)
+        return index, follow
 
 
 @dataclass(frozen=True)

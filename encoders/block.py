@@ -44,17 +44,27 @@ class SASRecBlock(nn.Module):
         Returns:
             New hidden states ``[B, L, D]``, or ``[B, 1, D]`` with ``last_only``.
         """
-        b, _, d = x.shape
-        q, k, v = self.qkv(self.attn_norm(x)).chunk(3, dim=-1)  # 3 x [B, L, D]
+        b, length, d = x.shape
+        # per-position layers on [B * L, D]: onnxruntime then fuses each product with its bias (Gemm), which it
+        # does not for 3-d inputs
+        h = self.attn_norm(x.reshape(b * length, d))  # [B * L, D]
         if last_only:
-            q, x, allowed = q[:, -1:], x[:, -1:], allowed[..., -1:, :]  # [B, 1, D], [B, 1, D], [B, 1, 1, L]
+            # the newest position's query alone (keys and values still from every position)
+            w, bias = self.qkv.weight, self.qkv.bias
+            q = nn.functional.linear(h.view(b, length, d)[:, -1], w[:d], bias[:d]).view(b, 1, d)  # [B, 1, D]
+            k, v = nn.functional.linear(h, w[d:], bias[d:]).view(b, length, 2 * d).chunk(2, dim=-1)  # 2 x [B, L, D]
+            x, allowed = x[:, -1:], allowed[..., -1:, :]  # [B, 1, D], [B, 1, 1, L]
+        else:
+            q, k, v = self.qkv(h).view(b, length, 3 * d).chunk(3, dim=-1)  # 3 x [B, L, D]
+        lq = q.shape[1]
         q, k, v = self._heads(q), self._heads(k), self._heads(v)  # [B, H, Lq, Dh], 2 x [B, H, L, Dh]
         att = q @ k.transpose(-2, -1) / math.sqrt(self.head_dim)  # [B, H, Lq, L]
         att = att.masked_fill(~allowed, float("-inf")).softmax(dim=-1)  # [B, H, Lq, L]
         ctx = self.attn_dropout(att) @ v  # [B, H, Lq, Dh]
-        ctx = ctx.squeeze(1) if self.n_heads == 1 else ctx.transpose(1, 2).reshape(b, q.shape[2], d)  # [B, Lq, D]
-        x = x + self.dropout(self.out(ctx))  # [B, Lq, D]
-        return x + self.dropout(self.ffn(self.ffn_norm(x)))  # [B, Lq, D]
+        ctx = ctx.squeeze(1) if self.n_heads == 1 else ctx.transpose(1, 2)  # [B, Lq, (H,) Dh]
+        x = x.reshape(b * lq, d) + self.dropout(self.out(ctx.reshape(b * lq, d)))  # [B * Lq, D]
+        x = x + self.dropout(self.ffn(self.ffn_norm(x)))  # [B * Lq, D]
+        return x.view(b, lq, d)
 
     def _heads(self, t: torch.Tensor) -> torch.Tensor:
         """``[B, L, D]`` -> ``[B, H, L, Dh]``. One head is a reshape, not a transpose: the exported graph then

@@ -91,9 +91,11 @@ class ScoringGraph(nn.Module):
         scores = scores.scatter_add(1, item_seq, penalty)  # [B, N]
         mixing = item_new is not None and new_mix is not None
         if self.blend is not None:
-            blended = scores + self.blend(item_seq, scores)
             if not mixing:
+                blended = self.blend.blended(item_seq, scores)  # [B, N]
                 return self._blended_with_new_rows(scores, blended, torch.zeros_like(item_bias))
+            only_trained = torch.where(item_new > 0.5, float("-inf"), 0.0)  # [N]
+            blended = self.blend.blended(item_seq, scores + only_trained)  # [B, N]: the new rows -inf
             return self._blended_with_new_rows(mix_new_rows(scores, item_new, new_mix), blended, item_new)
         if mixing:
             scores = mix_new_rows(scores, item_new, new_mix)
@@ -115,8 +117,7 @@ class ScoringGraph(nn.Module):
         the model's scale.
         """
         top_scores, top_ids = torch.topk(mixed, self.top_k, dim=1)  # [B, K]: the list without the blend
-        only_trained = torch.where(item_new > 0.5, float("-inf"), 0.0)  # [N]
-        _, trained_ids = torch.topk(blended + only_trained, self.top_k, dim=1)  # [B, K]: trained, blended order
+        _, trained_ids = torch.topk(blended, self.top_k, dim=1)  # [B, K]: trained, blended order (new rows -inf)
         is_trained = item_new[top_ids] < 0.5  # [B, K]: the list's trained slots, filled in the blended order
         nth = (torch.cumsum(is_trained.to(torch.int64), dim=1) - 1).clamp(min=0)
         return top_scores, torch.where(is_trained, torch.gather(trained_ids, 1, nth), top_ids)

@@ -77,6 +77,21 @@ def test_graph_term_equals_numpy_and_ignores_rows_added_while_serving():
     np.testing.assert_allclose(got[-1], 1.5 * np.log1p(counts), rtol=1e-5)
 
 
+def test_the_graphs_sparse_sum_equals_scores_plus_the_term():
+    seqs = _chains(50, 40, 10, seed=3)
+    followers = Followers.fit(seqs, 40, k=4)
+    histories = [s[:-1] for s in seqs[:8]] + [np.array([3, 44, 45]), np.array([], dtype=np.int64)]
+    term = BlendTerm(followers, 1.5, max_len=12)
+    seq = torch.from_numpy(left_pad(histories, 12))
+    scores = torch.randn(len(histories), 46)
+    scores[:, [0, 1, 44]] = float("-inf")  # pad, unknown and an excluded row stay -inf
+    with torch.no_grad():
+        dense = scores + term(seq, scores)
+        sparse = term.blended(seq, scores)
+    assert torch.equal(sparse, dense)  # the same values, bit for bit
+    assert (sparse != scores).any()
+
+
 def test_weight_is_chosen_on_validation():
     n_rows = 60
     seqs = _chains(300, n_rows, 6, seed=2)
