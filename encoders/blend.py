@@ -89,18 +89,21 @@ class BlendTerm(nn.Module):
 
     def forward(self, item_seq: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """The term ``[B, N]`` for ``item_seq`` ``[B, L]`` beside ``scores`` ``[B, N]`` (N >= the trained rows)."""
-        index, follow = self._followers(item_seq)
+        index, follow = self.followers(item_seq)
         counts = torch.zeros_like(scores).scatter_add(1, index, follow)  # [B, N]
         return self.weight * torch.log1p(counts)
 
     def blended(self, item_seq: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
         """``scores + forward(item_seq, scores)``, the same values, with the logarithm and the sum computed only at
         the newest items' followers (the term is 0 everywhere else): what the exported graph runs per batch."""
-        index, follow = self._followers(item_seq)
+        return self.add_at(scores, *self.followers(item_seq))
+
+    def add_at(self, scores: torch.Tensor, index: torch.Tensor, follow: torch.Tensor) -> torch.Tensor:
+        """:meth:`blended` from :meth:`followers`' arrays (the graph looks them up once, outside its branches)."""
         counts = torch.zeros_like(scores).scatter_add(1, index, follow).gather(1, index)  # [B, n * K]
         return scores.scatter(1, index, scores.gather(1, index) + self.weight * torch.log1p(counts))  # [B, N]
 
-    def _followers(self, item_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def followers(self, item_seq: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The rows ``[B, n * K]`` (int64) and weights ``[B, n * K]`` of the newest ``n_last`` items' followers."""
         # left-padded to n_last first: a caller may crop the sequences' leading padding below n_last (pad rows
         # have no followers)

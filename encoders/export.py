@@ -50,11 +50,12 @@ class ScoringGraph(nn.Module):
             constants of the graph).
     """
 
-    def __init__(self, model: SASRec, top_k: int, blend: Blend | None = None) -> None:
+    def __init__(self, model: SASRec, top_k: int, blend: Blend | None = None, conditional: bool = True) -> None:
         super().__init__()
         self.model = model.eval()
         self.top_k = top_k
         self.blend = blend.module(model.config.max_len) if blend is not None else None
+        self.conditional = conditional
 
     def forward(
         self,
@@ -90,17 +91,40 @@ class ScoringGraph(nn.Module):
         penalty = torch.zeros_like(item_seq, dtype=scores.dtype) + seen_penalty  # [B, L]
         scores = scores.scatter_add(1, item_seq, penalty)  # [B, N]
         mixing = item_new is not None and new_mix is not None
-        if self.blend is not None:
-            if not mixing:
+        if not mixing:
+            if self.blend is not None:
                 blended = self.blend.blended(item_seq, scores)  # [B, N]
                 return self._blended_with_new_rows(scores, blended, torch.zeros_like(item_bias))
-            only_trained = torch.where(item_new > 0.5, float("-inf"), 0.0)  # [N]
-            blended = self.blend.blended(item_seq, scores + only_trained)  # [B, N]: the new rows -inf
-            return self._blended_with_new_rows(mix_new_rows(scores, item_new, new_mix), blended, item_new)
-        if mixing:
-            scores = mix_new_rows(scores, item_new, new_mix)
-        top_scores, top_ids = torch.topk(scores, self.top_k, dim=1)  # [B, K], [B, K]
-        return top_scores, top_ids
+            return torch.topk(scores, self.top_k, dim=1)  # [B, K], [B, K]
+        # the followers are looked up here, once: in the branches their constants would be written twice
+        follow = self.blend.followers(item_seq) if self.blend is not None else ()
+        operands = (scores, item_new, new_mix, *follow)
+        if self.conditional:
+            out = torch.cond(item_new.sum() > 0.5, self._with_new_rows, self._without_new_rows, operands)
+        else:
+            out = self._with_new_rows(*operands)
+        if self.blend is not None:
+            return self._blended_with_new_rows(out[0], out[1], item_new)
+        return torch.topk(out[0], self.top_k, dim=1)  # [B, K], [B, K]
+
+    def _with_new_rows(
+        self, scores: torch.Tensor, item_new: torch.Tensor, new_mix: torch.Tensor, *follow: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """The mixture's scores ``[B, N]`` and, with a blend (``follow``: its followers of the call), the blended
+        trained scores ``[B, N]`` (new rows -inf)."""
+        mixed = mix_new_rows(scores, item_new, new_mix)
+        if self.blend is None:
+            return (mixed,)
+        only_trained = torch.where(item_new > 0.5, float("-inf"), 0.0)  # [N]
+        return mixed, self.blend.add_at(scores + only_trained, *follow)
+
+    def _without_new_rows(
+        self, scores: torch.Tensor, item_new: torch.Tensor, new_mix: torch.Tensor, *follow: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        """:meth:`_with_new_rows` for a catalog without new rows: the mixture changes no score, nothing to mask."""
+        if self.blend is None:
+            return (scores.clone(),)
+        return scores.clone(), self.blend.add_at(scores, *follow)
 
     def _blended_with_new_rows(
         self, mixed: torch.Tensor, blended: torch.Tensor, item_new: torch.Tensor
@@ -194,7 +218,7 @@ def export_onnx(model: SASRec, path: str | Path, top_k: int, dynamo: bool = True
     """
     model = model.to("cpu").eval()
     cfg = model.config
-    graph = ScoringGraph(model, top_k, blend).eval()
+    graph = ScoringGraph(model, top_k, blend, conditional=dynamo).eval()
     n_rows = cfg.n_rows
     seq = torch.randint(FIRST_ITEM_ID, n_rows, (2, cfg.max_len), dtype=torch.int64)
     seq[0, : cfg.max_len // 2] = PAD_ID

@@ -10,7 +10,7 @@ from encoders.baselines import CoOccurrence
 from encoders.blend import Blend, BlendTerm, Followers, blended_scorer, choose_weight
 from encoders.checkpoint import Checkpoint, load_checkpoint, save_checkpoint
 from encoders.config import ModelConfig, TrainConfig
-from encoders.export import default_bias, export_onnx, item_table
+from encoders.export import ScoringGraph, default_bias, export_onnx, item_table
 from encoders.sasrec import SASRec
 from encoders.split import EvalSet, left_pad
 from encoders.vocab import Vocabulary
@@ -140,6 +140,21 @@ def test_export_and_checkpoint_keep_the_blend(tmp_path):
     np.testing.assert_array_equal(ids, np.argsort(-blended, axis=1, kind="stable")[:, :10])
     np.testing.assert_allclose(scores, -np.sort(-plain, axis=1)[:, :10], atol=1e-4)
     assert (ids != np.argsort(-plain, axis=1, kind="stable")[:, :10]).any()  # the blend changed the lists
+    # with new rows (the last 8, rows from text) the graph takes its mixture branch: as the graph without the branch
+    emb = item_table(model).copy()
+    emb[-8:] = 3.0 * emb[2:10]  # strong enough to enter the lists
+    is_new = np.zeros(n_rows, np.float32)
+    is_new[-8:] = 1.0
+    mix = np.array([0.5, 1.0, 0.01], np.float32)  # half of the next items are new ones
+    new_scores, new_ids = session.run(None, {**feeds, "item_emb": emb, "item_new": is_new, "new_mix": mix})
+    always = ScoringGraph(model, 10, blend, conditional=False).eval()
+    with torch.no_grad():
+        inputs = [torch.from_numpy(feeds[k]) for k in ("item_seq", "item_emb", "item_bias", "seen_penalty")]
+        inputs[1] = torch.from_numpy(emb)
+        want = always(*inputs, torch.from_numpy(is_new), torch.from_numpy(mix))
+    np.testing.assert_array_equal(new_ids, want[1].numpy())
+    np.testing.assert_allclose(new_scores, want[0].numpy(), atol=1e-4)
+    assert np.isin(new_ids, np.arange(n_rows - 8, n_rows)).any() and (new_ids != ids).any()
     # a caller may drop leading padding, even below the blend's n_last newest positions
     short = [s[:n] for s, n in zip(seqs[6:12], (1, 2, 3, 1, 2, 4), strict=True)]
     want_scores, want_ids = session.run(None, {**feeds, "item_seq": left_pad(short, max_len)})
